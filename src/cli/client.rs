@@ -1,0 +1,166 @@
+//! `upcase client`: interactive like the textbook client when stdin is a
+//! terminal, a Unix filter (one reply line per input line) when it is not.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use upcase::client::{self, ClientError, Reply, TcpClient, UdpClient};
+use upcase::server::DEFAULT_PORT;
+
+/// The textbook client's prompt, word for word.
+const PROMPT: &str = "Input lowercase sentence:";
+
+/// Options of `upcase client`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Server host name or IP address
+    #[arg(default_value = "localhost")]
+    host: String,
+    /// Server port
+    #[arg(short, long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Use UDP: one datagram per line, with timeout and retries
+    #[arg(long, conflicts_with = "tcp")]
+    udp: bool,
+    /// Use TCP: one connection, one line per message (the default)
+    #[arg(long)]
+    tcp: bool,
+    /// How long to wait for a reply: per try over UDP [default: 1s]; to connect and per silence over TCP [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    timeout: Option<Duration>,
+    /// UDP: send a line this many more times when no reply comes
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retries: u32,
+    /// Longest input line accepted, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_line_bytes: usize,
+}
+
+/// The transport chosen for this run.
+enum Transport {
+    Tcp(TcpClient),
+    Udp(UdpClient),
+}
+
+impl Transport {
+    fn request(&mut self, line: &[u8]) -> Result<Reply, ClientError> {
+        match self {
+            Transport::Tcp(c) => c.request(line),
+            Transport::Udp(c) => c.request(line).map(|bytes| Reply {
+                bytes,
+                complete: true,
+            }),
+        }
+    }
+}
+
+/// Sends each line of stdin and prints each reply.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging("warn");
+    let target = if args.host.contains(':') && !args.host.starts_with('[') {
+        format!("[{}]:{}", args.host, args.port)
+    } else {
+        format!("{}:{}", args.host, args.port)
+    };
+    let addrs = client::resolve(&args.host, args.port)?;
+    let mut transport = if args.udp {
+        let timeout = args.timeout.unwrap_or(Duration::from_secs(1));
+        Transport::Udp(UdpClient::new(&target, addrs, timeout, args.retries))
+    } else {
+        let timeout = args.timeout.unwrap_or(Duration::from_secs(10));
+        // A reply is at most 3x its line, plus a line terminator.
+        let max_reply = args.max_line_bytes.saturating_mul(3).saturating_add(2);
+        Transport::Tcp(TcpClient::connect(&target, addrs, timeout, max_reply)?)
+    };
+
+    let interactive = io::stdin().is_terminal();
+    let mut input = io::stdin().lock();
+    let mut stdout = io::stdout().lock();
+    let mut line = Vec::new();
+    let mut failed = false;
+    loop {
+        if interactive {
+            write!(stdout, "{PROMPT}")?;
+            stdout.flush()?;
+        }
+        if !read_line(&mut input, args.max_line_bytes, &mut line)? {
+            if interactive {
+                writeln!(stdout)?;
+            }
+            break;
+        }
+        let reply = match transport.request(&line) {
+            Ok(reply) => reply,
+            Err(e) if interactive => {
+                // A person can try again; a pipeline must not lose a line.
+                eprintln!("upcase: {e}");
+                failed = true;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match print_reply(&mut stdout, &reply) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            other => other?,
+        }
+        if !reply.complete {
+            eprintln!(
+                "upcase: warning: the server closed the connection before ending its reply with a newline; it may be incomplete"
+            );
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reads one line into `line` without its `\n`. Returns false at end of
+/// input; fails on a line longer than `max` bytes rather than cutting it.
+fn read_line(input: &mut impl BufRead, max: usize, line: &mut Vec<u8>) -> anyhow::Result<bool> {
+    line.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = input.take(limit).read_until(b'\n', line)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > max {
+        anyhow::bail!("input line longer than --max-line-bytes ({max} bytes)");
+    }
+    Ok(true)
+}
+
+/// Prints a reply on its own line, byte for byte.
+fn print_reply(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
+    out.write_all(&reply.bytes)?;
+    if reply.bytes.last() != Some(&b'\n') {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_lines_without_terminators_and_refuses_long_ones() {
+        let mut input = io::Cursor::new(b"ab\n\nlast".to_vec());
+        let mut line = Vec::new();
+        let mut lines = Vec::new();
+        while read_line(&mut input, 4, &mut line).unwrap() {
+            lines.push(line.clone());
+        }
+        assert_eq!(lines, [b"ab".to_vec(), b"".to_vec(), b"last".to_vec()]);
+
+        let mut input = io::Cursor::new(b"abcd\nabcde\n".to_vec());
+        assert!(read_line(&mut input, 4, &mut line).unwrap());
+        assert_eq!(line, b"abcd");
+        let err = read_line(&mut input, 4, &mut line).unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
+}

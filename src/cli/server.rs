@@ -1,0 +1,186 @@
+//! `upcase server`: parses the options into a [`Config`], binds, prints where
+//! it listens, and serves until SIGINT or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use upcase::Transform;
+use upcase::server::{self, Config, DEFAULT_PORT, Stats};
+
+/// Options of `upcase server`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Port to listen on; 0 picks a free port (the one port is shared by TCP and UDP, IPv4 and IPv6)
+    #[arg(short, long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Address to listen on, as IP or IP:PORT; repeat for several [default: [::] and 0.0.0.0]
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<ListenArg>,
+    /// Serve UDP only
+    #[arg(long, conflicts_with = "tcp")]
+    udp: bool,
+    /// Serve TCP only
+    #[arg(long)]
+    tcp: bool,
+    /// What to do to each message: upper, lower, echo, or count[:LETTER] (default letter: s)
+    #[arg(long, default_value_t = Transform::Upper)]
+    transform: Transform,
+    /// Worker threads [default: the number of available cores]
+    #[arg(long)]
+    threads: Option<usize>,
+    /// count: answer an unterminated line after the client pauses this long
+    #[arg(long, value_name = "DURATION", default_value_t = Config::default().count_pause.into())]
+    count_pause: humantime::Duration,
+    /// Close a TCP connection after this long with nothing received
+    #[arg(long, value_name = "DURATION", default_value_t = Config::default().idle_timeout.into())]
+    idle_timeout: humantime::Duration,
+    /// Close a TCP connection whose client reads nothing of a reply for this long
+    #[arg(long, value_name = "DURATION", default_value_t = Config::default().write_timeout.into())]
+    write_timeout: humantime::Duration,
+    /// At most this many open TCP connections; more are told "busy" and closed
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Pending-connection queue length of each TCP listener
+    #[arg(long, value_name = "N", default_value_t = Config::default().listen_backlog)]
+    listen_backlog: u32,
+    /// On SIGINT/SIGTERM, wait at most this long for replies in flight
+    #[arg(long, value_name = "DURATION", default_value_t = Config::default().shutdown_timeout.into())]
+    shutdown_timeout: humantime::Duration,
+}
+
+/// A `--listen` value: an address with or without a port.
+#[derive(Debug, Clone, Copy)]
+enum ListenArg {
+    Ip(IpAddr),
+    Socket(SocketAddr),
+}
+
+impl FromStr for ListenArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(ListenArg::Socket(addr));
+        }
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(s);
+        bare.parse::<IpAddr>().map(ListenArg::Ip).map_err(|_| {
+            format!("'{s}' is not an IP address or IP:PORT (e.g. 127.0.0.1, ::1, [::1]:9000)")
+        })
+    }
+}
+
+impl Args {
+    fn config(&self) -> Config {
+        let listen = if self.listen.is_empty() {
+            server::default_listen(self.port)
+        } else {
+            self.listen
+                .iter()
+                .map(|l| match *l {
+                    ListenArg::Ip(ip) => SocketAddr::new(ip, self.port),
+                    ListenArg::Socket(addr) => addr,
+                })
+                .collect()
+        };
+        Config {
+            listen,
+            tcp: !self.udp,
+            udp: !self.tcp,
+            transform: self.transform,
+            count_pause: self.count_pause.into(),
+            idle_timeout: self.idle_timeout.into(),
+            write_timeout: self.write_timeout.into(),
+            max_connections: self.max_connections,
+            listen_backlog: self.listen_backlog,
+            shutdown_timeout: self.shutdown_timeout.into(),
+        }
+    }
+}
+
+/// Runs the server until a signal stops it.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging("info");
+    let config = args.config();
+    anyhow::ensure!(config.max_connections > 0, "--max-connections must be at least 1");
+    let threads = match args.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let listeners = server::bind(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        // Handlers go in before "ready" is printed: a signal sent as soon as
+        // the server says it is ready must shut it down gracefully.
+        let signals = Signals::new().context("installing signal handlers")?;
+        tokio::spawn(signals.watch(shutdown.clone()));
+
+        println!("The server is ready to receive");
+        for (proto, addr) in listeners.local_addrs()? {
+            println!("listening on {proto} {addr}");
+        }
+        tracing::info!(transform = %config.transform, threads, "serving");
+
+        let stats = server::run(config, listeners, shutdown).await?;
+        log_summary(&stats);
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> (&'static str, i32) {
+        tokio::select! {
+            _ = self.interrupt.recv() => ("SIGINT", libc::SIGINT),
+            _ = self.terminate.recv() => ("SIGTERM", libc::SIGTERM),
+        }
+    }
+
+    /// The first signal starts a graceful shutdown; a second exits at once.
+    async fn watch(mut self, shutdown: CancellationToken) {
+        let (name, _) = self.next().await;
+        tracing::info!("{name} received: shutting down gracefully (again to exit at once)");
+        shutdown.cancel();
+        let (name, number) = self.next().await;
+        tracing::warn!("{name} received again: exiting at once");
+        std::process::exit(128 + number);
+    }
+}
+
+fn log_summary(stats: &Stats) {
+    tracing::info!(
+        tcp_connections = Stats::get(&stats.tcp_connections),
+        tcp_refused_busy = Stats::get(&stats.tcp_refused_busy),
+        tcp_bytes_in = Stats::get(&stats.tcp_bytes_in),
+        tcp_bytes_out = Stats::get(&stats.tcp_bytes_out),
+        udp_datagrams_in = Stats::get(&stats.udp_datagrams_in),
+        udp_datagrams_out = Stats::get(&stats.udp_datagrams_out),
+        udp_send_errors = Stats::get(&stats.udp_send_errors),
+        "stopped"
+    );
+}

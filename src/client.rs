@@ -1,0 +1,463 @@
+//! The client side of the protocol: connect, send one message, await the
+//! reply that matches it. Blocking sockets: a client does one thing at a time.
+//!
+//! - [`TcpClient`] sends each message as a line (`\n`-terminated) on one
+//!   connection and reads the reply up to its `\n`. When the server closes the
+//!   connection after each reply, as the textbook TCPServer does, it connects
+//!   again for the next message.
+//! - [`UdpClient`] sends each message as one datagram and waits for the reply
+//!   with a timeout and a bounded number of retries. Each message gets a fresh
+//!   socket (a fresh source port), so a late or duplicated reply to an earlier
+//!   message arrives at a different port and is never taken as the answer to
+//!   a later one; the sockets of recent messages stay open, so the system
+//!   cannot hand their ports to a new message while late replies may come.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::time::Duration;
+
+use crate::protocol::{DATAGRAM_BUFFER_BYTES, MAX_DATAGRAM_BYTES_V4, MAX_DATAGRAM_BYTES_V6};
+
+/// Why a request got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The host name did not resolve.
+    #[error("cannot resolve host '{host}': {source}")]
+    Resolve {
+        /// The name given.
+        host: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The host name resolved to no address.
+    #[error("host '{0}' has no address")]
+    NoAddress(String),
+    /// No address of the server accepted a connection.
+    #[error("cannot connect to tcp {target}: {reasons}")]
+    Connect {
+        /// `host:port` as given.
+        target: String,
+        /// What each address said.
+        reasons: String,
+    },
+    /// The connection failed while sending or awaiting a reply.
+    #[error("tcp {addr}: {what}: {source}")]
+    Io {
+        /// The server's address.
+        addr: SocketAddr,
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Nothing came back over UDP after every try.
+    #[error("no reply from udp {target}: {reasons}")]
+    NoReply {
+        /// `host:port` as given.
+        target: String,
+        /// What happened at each address.
+        reasons: String,
+    },
+    /// The message does not fit in one datagram.
+    #[error("message of {len} bytes is larger than the largest UDP datagram ({max} bytes)")]
+    TooLarge {
+        /// The message's size.
+        len: usize,
+        /// The limit for the server's address family.
+        max: usize,
+    },
+    /// The reply grew past the limit without ending.
+    #[error("tcp {addr}: reply longer than {max} bytes without a newline")]
+    ReplyTooLong {
+        /// The server's address.
+        addr: SocketAddr,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A reply as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The reply's bytes, including the `\n` that ended it on TCP.
+    pub bytes: Vec<u8>,
+    /// False when a TCP server closed the connection before sending the `\n`
+    /// that ends a reply: it may have been cut short (the textbook TCPServer
+    /// answers only the first 1024 bytes of a message, then closes).
+    pub complete: bool,
+}
+
+/// Resolves `host` (a name or an address) to the server's addresses on `port`.
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ClientError> {
+    // Accept IPv6 addresses written in brackets, as in URLs.
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let addrs: Vec<SocketAddr> = (bare, port)
+        .to_socket_addrs()
+        .map_err(|source| ClientError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ClientError::NoAddress(host.to_owned()));
+    }
+    Ok(addrs)
+}
+
+fn describe(target: &str, failures: &[(SocketAddr, String)]) -> String {
+    if failures.len() == 1 && failures[0].0.to_string() == target {
+        return failures[0].1.clone();
+    }
+    let parts: Vec<String> = failures.iter().map(|(a, why)| format!("{a}: {why}")).collect();
+    parts.join("; ")
+}
+
+/// A line-at-a-time client over one TCP connection.
+#[derive(Debug)]
+pub struct TcpClient {
+    target: String,
+    addrs: Vec<SocketAddr>,
+    timeout: Duration,
+    max_reply_bytes: usize,
+    stream: Option<TcpStream>,
+    /// Bytes read past the end of the last reply.
+    unread: Vec<u8>,
+}
+
+impl TcpClient {
+    /// Connects to the first of `addrs` that accepts. `target` names the
+    /// server in messages. `timeout` bounds connecting and each silence while
+    /// awaiting a reply; replies longer than `max_reply_bytes` are an error.
+    pub fn connect(
+        target: &str,
+        addrs: Vec<SocketAddr>,
+        timeout: Duration,
+        max_reply_bytes: usize,
+    ) -> Result<Self, ClientError> {
+        let mut client = TcpClient {
+            target: target.to_owned(),
+            addrs,
+            timeout,
+            max_reply_bytes,
+            stream: None,
+            unread: Vec::new(),
+        };
+        client.reconnect()?;
+        Ok(client)
+    }
+
+    /// The address connected to, if connected.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.stream.as_ref().and_then(|s| s.peer_addr().ok())
+    }
+
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.stream = None;
+        self.unread.clear();
+        let mut failures = Vec::new();
+        for &addr in &self.addrs {
+            match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    stream
+                        .set_read_timeout(Some(self.timeout))
+                        .map_err(|source| ClientError::Io {
+                            addr,
+                            what: "setting the read timeout",
+                            source,
+                        })?;
+                    self.stream = Some(stream);
+                    // Try this address first next time.
+                    self.addrs.retain(|a| *a != addr);
+                    self.addrs.insert(0, addr);
+                    return Ok(());
+                }
+                Err(e) => failures.push((addr, error_text(&e))),
+            }
+        }
+        Err(ClientError::Connect {
+            target: self.target.clone(),
+            reasons: describe(&self.target, &failures),
+        })
+    }
+
+    /// True when the server has closed the connection (or sent bytes nobody
+    /// asked for, which are then reported and dropped).
+    fn server_closed(&mut self) -> bool {
+        let Some(stream) = &self.stream else {
+            return true;
+        };
+        if !self.unread.is_empty() {
+            tracing::warn!(bytes = self.unread.len(), "discarding bytes the server sent unasked");
+            self.unread.clear();
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut probe = [0u8; 1024];
+        let closed = loop {
+            match stream.peek(&mut probe) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    let mut junk = vec![0u8; n];
+                    let _ = (&*stream).read_exact(&mut junk);
+                    tracing::warn!(bytes = n, "discarding bytes the server sent unasked");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        closed || stream.set_nonblocking(false).is_err()
+    }
+
+    /// Sends `message` followed by `\n` and returns the reply, up to and
+    /// including its `\n`. If the server closed the connection since the
+    /// last reply, connects again first. The transform is a pure function, so
+    /// a message that got no reply byte at all before the connection dropped
+    /// is sent once more on a new connection.
+    pub fn request(&mut self, message: &[u8]) -> Result<Reply, ClientError> {
+        let mut reused = !self.server_closed();
+        if !reused {
+            self.reconnect()?;
+        }
+        loop {
+            match self.try_request(message) {
+                Err(Attempt::NothingBack(_)) if reused => {
+                    reused = false;
+                    self.reconnect()?;
+                }
+                Err(Attempt::NothingBack(e)) | Err(Attempt::Failed(e)) => {
+                    self.stream = None;
+                    return Err(e);
+                }
+                Ok(reply) => {
+                    if !reply.complete {
+                        self.stream = None;
+                    }
+                    return Ok(reply);
+                }
+            }
+        }
+    }
+
+    fn try_request(&mut self, message: &[u8]) -> Result<Reply, Attempt> {
+        let stream = self.stream.as_mut().expect("connected before a request");
+        let addr = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let io_error = |what, source| ClientError::Io { addr, what, source };
+        let mut line = Vec::with_capacity(message.len() + 1);
+        line.extend_from_slice(message);
+        line.push(b'\n');
+        if let Err(e) = stream.write_all(&line) {
+            return Err(if is_connection_gone(&e) {
+                Attempt::NothingBack(io_error("sending", e))
+            } else {
+                Attempt::Failed(io_error("sending", e))
+            });
+        }
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no reply within {}", humantime::format_duration(self.timeout)),
+                    );
+                    return Err(Attempt::Failed(io_error("awaiting the reply", e)));
+                }
+                Err(e) if reply.is_empty() && is_connection_gone(&e) => {
+                    return Err(Attempt::NothingBack(io_error("awaiting the reply", e)));
+                }
+                Err(e) => return Err(Attempt::Failed(io_error("awaiting the reply", e))),
+            };
+            if n == 0 {
+                if reply.is_empty() {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "server closed the connection without replying",
+                    );
+                    return Err(Attempt::NothingBack(io_error("awaiting the reply", e)));
+                }
+                let _ = stream.shutdown(Shutdown::Both);
+                return Ok(Reply {
+                    bytes: reply,
+                    complete: false,
+                });
+            }
+            let chunk = &buf[..n];
+            if let Some(end) = memchr::memchr(b'\n', chunk) {
+                reply.extend_from_slice(&chunk[..=end]);
+                self.unread.extend_from_slice(&chunk[end + 1..]);
+                return Ok(Reply {
+                    bytes: reply,
+                    complete: true,
+                });
+            }
+            reply.extend_from_slice(chunk);
+            if reply.len() > self.max_reply_bytes {
+                return Err(Attempt::Failed(ClientError::ReplyTooLong {
+                    addr,
+                    max: self.max_reply_bytes,
+                }));
+            }
+        }
+    }
+}
+
+/// How one try of a TCP request failed.
+enum Attempt {
+    /// The connection was gone before any reply byte came back: safe to send
+    /// again on a new connection.
+    NothingBack(ClientError),
+    /// Anything else.
+    Failed(ClientError),
+}
+
+fn is_connection_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected
+    )
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// The text of an error without the "(os error N)" suffix.
+fn error_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_lowercase(),
+        None => text,
+    }
+}
+
+/// How many sockets of earlier UDP messages stay open (see [`UdpClient`]).
+const RECENT_UDP_SOCKETS: usize = 64;
+
+/// A datagram-at-a-time client with timeouts and retries.
+#[derive(Debug)]
+pub struct UdpClient {
+    target: String,
+    addrs: Vec<SocketAddr>,
+    timeout: Duration,
+    retries: u32,
+    recent: VecDeque<UdpSocket>,
+}
+
+impl UdpClient {
+    /// A client of the server at `addrs` (`target` names it in messages).
+    /// Each message is sent at most `1 + retries` times, waiting `timeout`
+    /// for a reply after each.
+    pub fn new(target: &str, addrs: Vec<SocketAddr>, timeout: Duration, retries: u32) -> Self {
+        UdpClient {
+            target: target.to_owned(),
+            addrs,
+            timeout,
+            retries,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Sends `message` as one datagram and returns the reply datagram.
+    ///
+    /// Addresses are tried in order; one that refuses (nothing listening, as
+    /// an ICMP port unreachable says) is left for the next. The address that
+    /// answered is tried first next time.
+    pub fn request(&mut self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let mut failures = Vec::new();
+        for i in 0..self.addrs.len() {
+            let addr = self.addrs[i];
+            let max = if addr.is_ipv4() {
+                MAX_DATAGRAM_BYTES_V4
+            } else {
+                MAX_DATAGRAM_BYTES_V6
+            };
+            if message.len() > max {
+                return Err(ClientError::TooLarge {
+                    len: message.len(),
+                    max,
+                });
+            }
+            match self.exchange(addr, message) {
+                Ok(reply) => {
+                    self.addrs[..=i].rotate_right(1);
+                    return Ok(reply);
+                }
+                Err(why) => failures.push((addr, why)),
+            }
+        }
+        Err(ClientError::NoReply {
+            target: self.target.clone(),
+            reasons: describe(&self.target, &failures),
+        })
+    }
+
+    /// Tries one address; on failure, says what happened.
+    fn exchange(&mut self, addr: SocketAddr, message: &[u8]) -> Result<Vec<u8>, String> {
+        let local = if addr.is_ipv4() {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        };
+        let setup = || -> io::Result<UdpSocket> {
+            let socket = UdpSocket::bind(local)?;
+            // Connected: the kernel drops datagrams from anyone else, and
+            // reports an ICMP port unreachable as "connection refused".
+            socket.connect(addr)?;
+            socket.set_read_timeout(Some(self.timeout))?;
+            Ok(socket)
+        };
+        let socket = setup().map_err(|e| error_text(&e))?;
+        let mut buf = vec![0u8; DATAGRAM_BUFFER_BYTES];
+        let tries = self.retries.saturating_add(1);
+        let mut result = Err(String::new());
+        for attempt in 1..=tries {
+            if let Err(e) = socket.send(message) {
+                result = Err(format!("sending: {}", error_text(&e)));
+                break;
+            }
+            match socket.recv(&mut buf) {
+                Ok(n) => {
+                    result = Ok(buf[..n].to_vec());
+                    break;
+                }
+                Err(e) if is_timeout(&e) => {
+                    let each = humantime::format_duration(self.timeout);
+                    result = Err(format!(
+                        "{attempt} {} sent, {each} timeout each",
+                        if attempt == 1 { "try" } else { "tries" }
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    result = Err("connection refused (nothing listening there)".to_owned());
+                    break;
+                }
+                Err(e) => {
+                    result = Err(error_text(&e));
+                    break;
+                }
+            }
+        }
+        self.recent.push_back(socket);
+        if self.recent.len() > RECENT_UDP_SOCKETS {
+            self.recent.pop_front();
+        }
+        result
+    }
+}

@@ -1,0 +1,22 @@
+//! upcase: the textbook's upper-casing client and server over UDP and TCP,
+//! made into real software.
+//!
+//! # Layout
+//! Data flows one way: socket bytes → [`protocol`] (message boundaries) →
+//! [`transform`] → [`protocol`] → socket.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`transform`] | the text transforms (upper, lower, echo, count): pure, no I/O |
+//! | [`protocol`] | what a message is on UDP and on TCP, and its reply: pure, no I/O |
+//! | [`server`] | [`server::Config`] (every limit), binding, the TCP and UDP serving loops |
+//! | [`client`] | connecting, sending a message, awaiting the reply that matches it |
+//!
+//! The `upcase` binary adds command-line parsing (`src/main.rs`, `src/cli/`).
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+pub mod transform;
+
+pub use transform::Transform;

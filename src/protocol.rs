@@ -1,0 +1,344 @@
+//! Message boundaries and sizes on each transport: pure, no I/O.
+//!
+//! Data flows one way: socket bytes come in, this module decides what a
+//! message is, applies the [`Transform`] to it, and hands back the reply bytes
+//! for the socket.
+//!
+//! - **UDP**: each datagram is one message and gets one reply datagram
+//!   ([`reply_to_datagram`]), even when empty.
+//! - **TCP**: a byte stream, answered as it arrives ([`StreamReplier`]): the
+//!   textbook TCP client sends one sentence with no newline and waits, so the
+//!   server cannot wait for a newline or for the end of the stream. `upper`,
+//!   `lower` and `echo` reply to every byte as soon as it is read (holding back
+//!   only the 1 to 3 bytes of a character split between reads). `count`
+//!   answers per line, and answers an unterminated line when the client pauses
+//!   or half-closes.
+//!
+//! # `count`'s reply format
+//! The number of occurrences in decimal ASCII digits, no sign, no padding. On
+//! UDP that is the whole reply datagram (`3`). On TCP each reply ends with
+//! `\r\n` if the line it answers ended with `\r\n`, and with `\n` otherwise
+//! (including an unterminated line answered on a pause or at end of stream),
+//! so that replies on a stream stay apart.
+
+use crate::transform::{Case, Counter, Transform, map_case};
+
+/// The largest UDP payload over IPv4: 65,535 − 20 (IP header) − 8 (UDP header).
+pub const MAX_DATAGRAM_BYTES_V4: usize = 65_507;
+
+/// The largest UDP payload over IPv6 (no jumbograms): 65,535 − 8.
+pub const MAX_DATAGRAM_BYTES_V6: usize = 65_527;
+
+/// A receive buffer of this size can hold any datagram whole, so no datagram
+/// is ever truncated by the receiver.
+pub const DATAGRAM_BUFFER_BYTES: usize = 65_536;
+
+/// Appends the reply to one datagram to `out`.
+pub fn reply_to_datagram(transform: Transform, datagram: &[u8], out: &mut Vec<u8>) {
+    match transform {
+        Transform::Upper => {
+            map_case(Case::Upper, datagram, true, out);
+        }
+        Transform::Lower => {
+            map_case(Case::Lower, datagram, true, out);
+        }
+        Transform::Echo => out.extend_from_slice(datagram),
+        Transform::Count(letter) => {
+            let mut counter = Counter::new(letter);
+            counter.feed(datagram);
+            push_decimal(counter.take(), out);
+        }
+    }
+}
+
+fn push_decimal(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
+/// The replying half of one TCP connection: fed the bytes as they are read,
+/// it produces the reply bytes to write.
+#[derive(Clone, Debug)]
+pub struct StreamReplier {
+    state: State,
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    Case {
+        case: Case,
+        /// The start of a character whose remaining bytes have not arrived.
+        pending: [u8; 3],
+        pending_len: usize,
+    },
+    Echo,
+    Count {
+        counter: Counter,
+        /// Bytes of the current line have arrived since the last reply.
+        line_open: bool,
+        /// The current line's last byte was `\r` (a `\n` next ends it as CRLF).
+        after_cr: bool,
+    },
+}
+
+impl StreamReplier {
+    /// A replier for a new connection.
+    pub fn new(transform: Transform) -> Self {
+        let state = match transform {
+            Transform::Upper | Transform::Lower => State::Case {
+                case: if transform == Transform::Upper {
+                    Case::Upper
+                } else {
+                    Case::Lower
+                },
+                pending: [0; 3],
+                pending_len: 0,
+            },
+            Transform::Echo => State::Echo,
+            Transform::Count(letter) => State::Count {
+                counter: Counter::new(letter),
+                line_open: false,
+                after_cr: false,
+            },
+        };
+        StreamReplier { state }
+    }
+
+    /// Appends to `out` the reply to `data`, the next bytes read.
+    pub fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        match &mut self.state {
+            State::Case {
+                case,
+                pending,
+                pending_len,
+            } => {
+                let mut data = data;
+                if *pending_len > 0 {
+                    // Complete the held-back character with the first bytes
+                    // of `data`. An incomplete sequence is at most 3 bytes, so
+                    // if `data` has 4 or more, whatever is left over afterwards
+                    // lies inside `data`.
+                    let take = data.len().min(4);
+                    let mut joint = [0u8; 7];
+                    joint[..*pending_len].copy_from_slice(&pending[..*pending_len]);
+                    joint[*pending_len..*pending_len + take].copy_from_slice(&data[..take]);
+                    let joint = &joint[..*pending_len + take];
+                    let consumed = map_case(*case, joint, false, out);
+                    if consumed < *pending_len {
+                        // Still incomplete: all of `data` went into the joint.
+                        let rest = &joint[consumed..];
+                        pending[..rest.len()].copy_from_slice(rest);
+                        *pending_len = rest.len();
+                        return;
+                    }
+                    data = &data[consumed - *pending_len..];
+                    *pending_len = 0;
+                }
+                let consumed = map_case(*case, data, false, out);
+                let rest = &data[consumed..];
+                pending[..rest.len()].copy_from_slice(rest);
+                *pending_len = rest.len();
+            }
+            State::Echo => out.extend_from_slice(data),
+            State::Count {
+                counter,
+                line_open,
+                after_cr,
+            } => {
+                let mut data = data;
+                while !data.is_empty() {
+                    match memchr::memchr(b'\n', data) {
+                        Some(i) => {
+                            let line = &data[..i];
+                            counter.feed(line);
+                            let crlf = if i == 0 {
+                                *after_cr
+                            } else {
+                                line[i - 1] == b'\r'
+                            };
+                            push_decimal(counter.take(), out);
+                            out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                            *line_open = false;
+                            *after_cr = false;
+                            data = &data[i + 1..];
+                        }
+                        None => {
+                            counter.feed(data);
+                            *line_open = true;
+                            *after_cr = data.last() == Some(&b'\r');
+                            data = &[];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when the replier holds an unterminated `count` line that
+    /// [`StreamReplier::on_pause`] would answer.
+    pub fn awaits_pause(&self) -> bool {
+        matches!(
+            self.state,
+            State::Count {
+                line_open: true,
+                ..
+            }
+        )
+    }
+
+    /// The client has paused: answers an unterminated `count` line, if any.
+    /// Other transforms have already answered everything they can.
+    pub fn on_pause(&mut self, out: &mut Vec<u8>) {
+        if let State::Count {
+            counter,
+            line_open,
+            after_cr,
+        } = &mut self.state
+            && *line_open
+        {
+            push_decimal(counter.take(), out);
+            out.push(b'\n');
+            *line_open = false;
+            *after_cr = false;
+        }
+    }
+
+    /// The stream has ended (the client half-closed or the server is shutting
+    /// down): appends the rest of the reply. Held-back bytes of an incomplete
+    /// character are copied through unchanged, like any invalid bytes.
+    pub fn on_eof(&mut self, out: &mut Vec<u8>) {
+        match &mut self.state {
+            State::Case {
+                pending,
+                pending_len,
+                ..
+            } => {
+                out.extend_from_slice(&pending[..*pending_len]);
+                *pending_len = 0;
+            }
+            State::Echo => {}
+            State::Count { .. } => self.on_pause(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reply_per_datagram() {
+        use Transform::*;
+        let table: [(Transform, &[u8], &[u8]); 9] = [
+            (Upper, b"hello", b"HELLO"),
+            (Upper, b"", b""),
+            (Upper, b"caf\xc3\xa9\n", "CAFÉ\n".as_bytes()),
+            (Upper, b"\xff\xc3", b"\xff\xc3"),
+            (Lower, b"ABC", b"abc"),
+            (Echo, b"\x00\xffAbc", b"\x00\xffAbc"),
+            (Count('s'), b"mississippi", b"4"),
+            (Count('s'), b"", b"0"),
+            (Count('ß'), "ßß\nß".as_bytes(), b"3"),
+        ];
+        for (transform, input, want) in table {
+            let mut out = Vec::new();
+            reply_to_datagram(transform, input, &mut out);
+            assert_eq!(out, want, "{transform} {input:?}");
+        }
+    }
+
+    /// Feeds `pieces` to a new replier, then ends the stream.
+    fn stream(transform: &str, pieces: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut replier = StreamReplier::new(transform.parse().unwrap());
+        let mut replies = Vec::new();
+        for piece in pieces {
+            let mut out = Vec::new();
+            replier.on_data(piece, &mut out);
+            replies.push(out);
+        }
+        let mut rest = Vec::new();
+        replier.on_eof(&mut rest);
+        (replies, rest)
+    }
+
+    #[test]
+    fn answers_each_piece_as_it_arrives() {
+        let (replies, rest) = stream("upper", &[b"hello ", b"world"]);
+        assert_eq!(replies, [b"HELLO ".to_vec(), b"WORLD".to_vec()]);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_character_split_byte_by_byte_comes_out_whole() {
+        // ß is C3 9F; 😀 is F0 9F 98 80.
+        let (replies, rest) = stream("upper", &[b"\xc3", b"\x9f", b"\xf0", b"\x9f", b"\x98", b"\x80"]);
+        assert_eq!(replies.concat(), "SS😀".as_bytes());
+        assert_eq!(replies[0], b"");
+        assert_eq!(replies[1], b"SS");
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_held_character_joins_a_long_next_read() {
+        let (replies, _) = stream("upper", &[b"a\xe2\x82", b"\xacbcdef\xc3"]);
+        assert_eq!(replies[0], b"A");
+        assert_eq!(replies[1], "€BCDEF".as_bytes());
+    }
+
+    #[test]
+    fn a_held_prefix_followed_by_a_non_continuation_is_copied_through() {
+        let (replies, rest) = stream("upper", &[b"\xe2\x82", b"x"]);
+        assert_eq!(replies.concat(), b"\xe2\x82X");
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn an_incomplete_character_at_end_of_stream_is_copied_through() {
+        let (replies, rest) = stream("lower", &[b"A\xf0\x9f"]);
+        assert_eq!(replies[0], b"a");
+        assert_eq!(rest, b"\xf0\x9f");
+    }
+
+    #[test]
+    fn count_answers_each_line_and_mirrors_crlf() {
+        let (replies, rest) = stream("count", &[b"sss\nno\r\n", b"s", b"s\r", b"\n"]);
+        assert_eq!(replies[0], b"3\n0\r\n");
+        assert_eq!(replies[1], b"");
+        assert_eq!(replies[2], b"");
+        assert_eq!(replies[3], b"2\r\n");
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn count_answers_an_unterminated_line_on_pause_or_eof() {
+        let mut replier = StreamReplier::new(Transform::Count('s'));
+        let mut out = Vec::new();
+        assert!(!replier.awaits_pause());
+        replier.on_data(b"yes s", &mut out);
+        assert!(out.is_empty());
+        assert!(replier.awaits_pause());
+        replier.on_pause(&mut out);
+        assert_eq!(out, b"2\n");
+        assert!(!replier.awaits_pause());
+        // Nothing pending: a pause or the end adds nothing.
+        replier.on_pause(&mut out);
+        replier.on_eof(&mut out);
+        assert_eq!(out, b"2\n");
+        replier.on_data(b"ss", &mut out);
+        replier.on_eof(&mut out);
+        assert_eq!(out, b"2\n2\n");
+    }
+
+    #[test]
+    fn count_of_an_empty_line_is_zero() {
+        let (replies, _) = stream("count", &[b"\n\n"]);
+        assert_eq!(replies[0], b"0\n0\n");
+    }
+
+    #[test]
+    fn echo_is_byte_exact() {
+        let all: Vec<u8> = (0..=255).collect();
+        let (replies, rest) = stream("echo", &[&all, b""]);
+        assert_eq!(replies[0], all);
+        assert!(replies[1].is_empty() && rest.is_empty());
+    }
+}

@@ -1,0 +1,143 @@
+//! The upcase server: [`Config`] holds every limit, [`bind`] opens the
+//! sockets, [`run`] serves them until a shutdown token is cancelled.
+//!
+//! The caller binds, so tests can bind port 0 and a service manager could hand
+//! over sockets it opened itself. Each TCP listener and each UDP socket gets
+//! its own task on a multi-threaded tokio runtime; each TCP connection is a
+//! task of its own. Every task is tracked, so that after shutdown `run` can
+//! wait for replies in flight, up to [`Config::shutdown_timeout`].
+
+mod bind;
+mod stats;
+mod tcp;
+mod throttle;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use bind::{BindError, Listeners, bind};
+pub use stats::Stats;
+
+use crate::transform::Transform;
+
+/// The port of the textbook programs.
+pub const DEFAULT_PORT: u16 = 12000;
+
+/// Everything the server can be told, with documented defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Addresses to listen on. Default: `[::]:12000` (with `IPV6_V6ONLY`) and
+    /// `0.0.0.0:12000`. Port 0 picks one free port shared by all of them.
+    pub listen: Vec<SocketAddr>,
+    /// Serve TCP. Default: true.
+    pub tcp: bool,
+    /// Serve UDP. Default: true.
+    pub udp: bool,
+    /// What to do to each message. Default: [`Transform::Upper`].
+    pub transform: Transform,
+    /// `count` answers an unterminated line once the client has sent nothing
+    /// for this long. Default: 200 ms.
+    pub count_pause: Duration,
+    /// A TCP connection on which nothing arrives for this long is closed.
+    /// Default: 60 s.
+    pub idle_timeout: Duration,
+    /// A TCP connection whose client stops reading for this long while a
+    /// reply waits to be written is closed. Default: 30 s.
+    pub write_timeout: Duration,
+    /// Open TCP connections at most; more are accepted and closed at once
+    /// with a one-line error. Default: 1024.
+    pub max_connections: usize,
+    /// The pending-connection queue of each TCP listener (`listen(2)`'s
+    /// backlog; the kernel caps it at `net.core.somaxconn`). Default: 1024.
+    pub listen_backlog: u32,
+    /// After shutdown begins, how long to wait for replies in flight before
+    /// exiting anyway. Default: 25 s (under Kubernetes' 30 s grace period).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(DEFAULT_PORT),
+            tcp: true,
+            udp: true,
+            transform: Transform::Upper,
+            count_pause: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            listen_backlog: 1024,
+            shutdown_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// The default listen addresses on `port`: every IPv6 and every IPv4 address.
+pub fn default_listen(port: u16) -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+    ]
+}
+
+/// Serves `listeners` until `shutdown` is cancelled, then stops accepting,
+/// finishes the replies in flight (for at most [`Config::shutdown_timeout`])
+/// and returns the final counters.
+///
+/// Must be called within a tokio runtime with I/O and time enabled.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> std::io::Result<Arc<Stats>> {
+    let config = Arc::new(config);
+    let stats = Arc::new(Stats::default());
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+
+    for listener in listeners.tcp {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let accept = tcp::Acceptor {
+            listener,
+            config: config.clone(),
+            stats: stats.clone(),
+            slots: slots.clone(),
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tracker.spawn(accept.run());
+    }
+    for socket in listeners.udp {
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        tracker.spawn(udp::serve(
+            socket,
+            config.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracker.close();
+
+    shutdown.cancelled().await;
+    tracing::info!(
+        open_connections = config.max_connections - slots.available_permits(),
+        "shutting down: no longer accepting, finishing replies in flight"
+    );
+    if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline = ?config.shutdown_timeout,
+            still_open = tracker.len(),
+            "shutdown deadline passed; closing what is left"
+        );
+    }
+    Ok(stats)
+}

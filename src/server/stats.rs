@@ -1,0 +1,48 @@
+//! Counters the server keeps: cheap relaxed atomics, read for logs and at exit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What the server has done so far. Every refusal and error is counted.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// TCP connections accepted and served.
+    pub tcp_connections: AtomicU64,
+    /// TCP connections refused because [`super::Config::max_connections`] were open.
+    pub tcp_refused_busy: AtomicU64,
+    /// TCP connections closed by [`super::Config::idle_timeout`].
+    pub tcp_idle_closed: AtomicU64,
+    /// TCP connections closed by [`super::Config::write_timeout`].
+    pub tcp_write_stalled: AtomicU64,
+    /// TCP connections that ended in an I/O error (reset by the peer, ...).
+    pub tcp_errors: AtomicU64,
+    /// Errors from `accept(2)` (out of file descriptors, ...).
+    pub accept_errors: AtomicU64,
+    /// Bytes read from TCP clients.
+    pub tcp_bytes_in: AtomicU64,
+    /// Bytes written to TCP clients.
+    pub tcp_bytes_out: AtomicU64,
+    /// Datagrams received.
+    pub udp_datagrams_in: AtomicU64,
+    /// Reply datagrams sent.
+    pub udp_datagrams_out: AtomicU64,
+    /// Bytes received in datagrams.
+    pub udp_bytes_in: AtomicU64,
+    /// Bytes sent in reply datagrams.
+    pub udp_bytes_out: AtomicU64,
+    /// Errors receiving a datagram.
+    pub udp_recv_errors: AtomicU64,
+    /// Replies that could not be sent (too large, refused by the kernel).
+    pub udp_send_errors: AtomicU64,
+}
+
+impl Stats {
+    /// Adds `n` to `counter`.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value of `counter`.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,261 @@
+//! TCP: an accept loop per listener and a task per connection.
+//!
+//! A connection reads into a buffer owned by its worker thread (not by the
+//! connection, so an idle connection holds no buffer), turns what it read into
+//! a reply with [`StreamReplier`], and writes the reply before reading again.
+//! A client that sends without reading therefore stops being read from: the
+//! backpressure reaches it through TCP's own flow control, and the memory a
+//! connection holds stays bounded by one read's reply.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::throttle::Throttle;
+use super::{Config, Stats};
+use crate::protocol::StreamReplier;
+
+/// Bytes read from a connection at once.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A reply buffer that grew past this is freed after use rather than kept by
+/// an idle connection.
+const KEEP_REPLY_BUFFER_BYTES: usize = 4 * 1024;
+
+/// After an `accept(2)` error such as running out of file descriptors, wait
+/// this long before trying again, doubling up to [`MAX_ACCEPT_BACKOFF`].
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What a refused client is told before its connection is closed.
+const BUSY_LINE: &[u8] = b"upcase: server busy, too many connections; try again later\n";
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_BYTES]);
+}
+
+/// The accept loop of one listener.
+pub(super) struct Acceptor {
+    pub listener: TcpListener,
+    pub config: Arc<Config>,
+    pub stats: Arc<Stats>,
+    pub slots: Arc<Semaphore>,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+impl Acceptor {
+    pub async fn run(self) {
+        let mut backoff = MIN_ACCEPT_BACKOFF;
+        let mut busy_log = Throttle::new(Duration::from_secs(1));
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => {
+                    backoff = MIN_ACCEPT_BACKOFF;
+                    accepted
+                }
+                Err(e) => {
+                    Stats::add(&self.stats.accept_errors, 1);
+                    if is_per_connection_error(&e) {
+                        // The connection died before we took it; others are fine.
+                        tracing::debug!(error = %e, "accept: connection gone before accepted");
+                        continue;
+                    }
+                    // Out of file descriptors or memory: retrying at once would
+                    // spin. Back off, still answering a shutdown.
+                    tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                Stats::add(&self.stats.tcp_refused_busy, 1);
+                if let Some(suppressed) = busy_log.allow(Instant::now()) {
+                    tracing::warn!(%peer, max_connections = self.config.max_connections, suppressed, "refusing connection: server busy");
+                }
+                // Best effort, never blocking the accept loop: the line fits
+                // in any socket's empty send buffer.
+                let _ = stream.try_write(BUSY_LINE);
+                continue;
+            };
+            Stats::add(&self.stats.tcp_connections, 1);
+            let connection = Connection {
+                stream,
+                peer,
+                config: self.config.clone(),
+                stats: self.stats.clone(),
+                shutdown: self.shutdown.clone(),
+            };
+            self.tracker.spawn(async move {
+                connection.serve().await;
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// Errors from `accept(2)` that concern only the connection being accepted.
+fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// One accepted connection.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+}
+
+/// Why a connection's read loop woke up.
+enum Event {
+    Readable,
+    Pause,
+    Idle,
+    Shutdown,
+}
+
+/// How a connection ended.
+enum End {
+    /// The client closed its side; the rest of the reply was sent.
+    ClientDone,
+    /// The server is shutting down; the reply in flight was sent.
+    Shutdown,
+    /// Nothing arrived for the idle timeout.
+    Idle,
+}
+
+impl Connection {
+    async fn serve(mut self) {
+        // Small replies go out at once rather than waiting on Nagle's
+        // algorithm for the client's delayed ACK.
+        if let Err(e) = self.stream.set_nodelay(true) {
+            tracing::debug!(peer = %self.peer, error = %e, "TCP_NODELAY");
+        }
+        let peer = self.peer;
+        match self.exchange().await {
+            Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
+            Ok(End::Shutdown) => tracing::trace!(%peer, "connection closed for shutdown"),
+            Ok(End::Idle) => {
+                Stats::add(&self.stats.tcp_idle_closed, 1);
+                tracing::debug!(%peer, "connection closed: idle");
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                Stats::add(&self.stats.tcp_write_stalled, 1);
+                tracing::debug!(%peer, "connection closed: client stopped reading");
+            }
+            Err(e) => {
+                Stats::add(&self.stats.tcp_errors, 1);
+                tracing::debug!(%peer, error = %e, "connection closed on error");
+            }
+        }
+    }
+
+    /// Reads, replies, and repeats until the client is done, the server shuts
+    /// down, or the connection is idle.
+    async fn exchange(&mut self) -> io::Result<End> {
+        let mut replier = StreamReplier::new(self.config.transform);
+        let mut reply = Vec::new();
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => Event::Shutdown,
+                ready = self.stream.readable() => { ready?; Event::Readable }
+                _ = tokio::time::sleep(self.config.count_pause), if replier.awaits_pause() => Event::Pause,
+                _ = tokio::time::sleep(self.config.idle_timeout) => Event::Idle,
+            };
+            let end = match event {
+                Event::Readable => match self.read_and_reply(&mut replier, &mut reply)? {
+                    Some(0) => {
+                        replier.on_eof(&mut reply);
+                        Some(End::ClientDone)
+                    }
+                    _ => None,
+                },
+                Event::Pause => {
+                    replier.on_pause(&mut reply);
+                    None
+                }
+                Event::Shutdown => {
+                    replier.on_eof(&mut reply);
+                    Some(End::Shutdown)
+                }
+                Event::Idle => return Ok(End::Idle),
+            };
+            self.write(&mut reply).await?;
+            if let Some(end) = end {
+                self.stream.shutdown().await?;
+                return Ok(end);
+            }
+        }
+    }
+
+    /// Reads what is there into the thread's buffer and appends the reply to
+    /// `reply`. Returns the bytes read (0 at end of stream), or `None` if the
+    /// readiness was spurious.
+    fn read_and_reply(
+        &self,
+        replier: &mut StreamReplier,
+        reply: &mut Vec<u8>,
+    ) -> io::Result<Option<usize>> {
+        READ_BUFFER.with_borrow_mut(|buf| match self.stream.try_read(buf) {
+            Ok(n) => {
+                Stats::add(&self.stats.tcp_bytes_in, n as u64);
+                replier.on_data(&buf[..n], reply);
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Writes all of `reply` and leaves it empty. Fails with `TimedOut` if
+    /// the client reads nothing for the write timeout: per stall, as nginx's
+    /// `send_timeout`, so a slow but steady reader is served.
+    async fn write(&mut self, reply: &mut Vec<u8>) -> io::Result<()> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == reply.len() {
+                break Ok(());
+            }
+            match tokio::time::timeout(self.config.write_timeout, self.stream.write(&reply[sent..]))
+                .await
+            {
+                Err(_) => break Err(io::Error::from(io::ErrorKind::TimedOut)),
+                Ok(Err(e)) => break Err(e),
+                Ok(Ok(0)) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(Ok(n)) => sent += n,
+            }
+        };
+        Stats::add(&self.stats.tcp_bytes_out, sent as u64);
+        reply.clear();
+        if reply.capacity() > KEEP_REPLY_BUFFER_BYTES {
+            *reply = Vec::new();
+        }
+        result
+    }
+}

@@ -1,0 +1,64 @@
+//! UDP: one task per socket, one reply datagram per request datagram, sent
+//! back to the sender's address.
+//!
+//! The receive buffer holds the largest possible datagram, so nothing is
+//! truncated. A reply that cannot be sent (too large for a datagram, an error
+//! from the kernel) is counted and logged, never fatal.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::throttle::Throttle;
+use super::{Config, Stats};
+use crate::protocol::{DATAGRAM_BUFFER_BYTES, reply_to_datagram};
+
+/// Serves `socket` until `shutdown` is cancelled. A datagram already received
+/// is always answered before the task checks for shutdown.
+pub(super) async fn serve(
+    socket: UdpSocket,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    let mut request = vec![0u8; DATAGRAM_BUFFER_BYTES];
+    let mut reply = Vec::new();
+    let mut recv_log = Throttle::new(Duration::from_secs(1));
+    let mut send_log = Throttle::new(Duration::from_secs(1));
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            received = socket.recv_from(&mut request) => received,
+        };
+        let (len, peer) = match received {
+            Ok(received) => received,
+            Err(e) => {
+                // On Linux, e.g. an ICMP error queued for an earlier reply.
+                Stats::add(&stats.udp_recv_errors, 1);
+                if let Some(suppressed) = recv_log.allow(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "UDP receive failed");
+                }
+                continue;
+            }
+        };
+        Stats::add(&stats.udp_datagrams_in, 1);
+        Stats::add(&stats.udp_bytes_in, len as u64);
+        reply.clear();
+        reply_to_datagram(config.transform, &request[..len], &mut reply);
+        match socket.send_to(&reply, peer).await {
+            Ok(sent) => {
+                Stats::add(&stats.udp_datagrams_out, 1);
+                Stats::add(&stats.udp_bytes_out, sent as u64);
+            }
+            Err(e) => {
+                Stats::add(&stats.udp_send_errors, 1);
+                if let Some(suppressed) = send_log.allow(Instant::now()) {
+                    tracing::warn!(%peer, reply_bytes = reply.len(), error = %e, suppressed, "UDP reply not sent");
+                }
+            }
+        }
+    }
+}
