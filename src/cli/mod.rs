@@ -3,6 +3,7 @@
 pub mod client;
 pub mod server;
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 /// Parses a duration such as `500ms`, `2s` or `1m` (for clap's `value_parser`).
@@ -18,5 +19,6 @@ pub fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

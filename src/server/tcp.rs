@@ -93,6 +93,10 @@ impl Acceptor {
                 // Best effort, never blocking the accept loop: the line fits
                 // in any socket's empty send buffer.
                 let _ = stream.try_write(BUSY_LINE);
+                // Closing with unread bytes would send a reset, which can
+                // destroy the line before the client reads it.
+                let mut discard = [0u8; 1024];
+                while matches!(stream.try_read(&mut discard), Ok(n) if n > 0) {}
                 continue;
             };
             Stats::add(&self.stats.tcp_connections, 1);

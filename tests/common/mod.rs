@@ -1,0 +1,258 @@
+//! Starts `upcase server` (the real binary) on port 0 over loopback and hands
+//! back its addresses; runs the binary and python3 peers with bounded waits.
+#![allow(dead_code)] // Each test crate uses a different part of this module.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails. Not a
+/// speed assertion: only a guard against hanging forever.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The `upcase` binary under test.
+pub fn upcase() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_upcase"))
+}
+
+/// A path under `tests/peers/`.
+pub fn peer(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// A running `upcase server`, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Where it listens on TCP.
+    pub tcp: Vec<SocketAddr>,
+    /// Where it listens on UDP.
+    pub udp: Vec<SocketAddr>,
+    /// Lines the server printed to stdout after its addresses.
+    stdout: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Server {
+    /// Starts `upcase server --port 0` on 127.0.0.1 and ::1 with `args`
+    /// added, and waits until it has printed where it listens.
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = upcase();
+        command.args(["server", "--port", "0"]);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1", "--listen", "::1"]);
+        }
+        command.args(args);
+        Self::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Server {
+        let listens = args.iter().filter(|a| **a == "--listen").count();
+        let listens = if listens == 0 { 2 } else { listens };
+        let protocols = if args.contains(&"--udp") || args.contains(&"--tcp") {
+            1
+        } else {
+            2
+        };
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start upcase server");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let first = rx
+            .recv_timeout(PATIENCE)
+            .expect("server printed nothing; did it fail to start?");
+        assert_eq!(first, "The server is ready to receive");
+        let mut server = Server {
+            child,
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            stdout: rx,
+            stderr: Some(stderr),
+        };
+        while server.tcp.len() + server.udp.len() < listens * protocols {
+            let line = server
+                .stdout
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("server stopped printing its addresses");
+            let rest = line
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+            let (proto, addr) = rest.split_once(' ').unwrap();
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_ne!(addr.port(), 0, "server printed port 0");
+            match proto {
+                "tcp" => server.tcp.push(addr),
+                "udp" => server.udp.push(addr),
+                other => panic!("unknown protocol {other}"),
+            }
+        }
+        server
+    }
+
+    /// The TCP address on 127.0.0.1.
+    pub fn tcp4(&self) -> SocketAddr {
+        *self.tcp.iter().find(|a| a.is_ipv4()).expect("an IPv4 TCP address")
+    }
+
+    /// The TCP address on ::1.
+    pub fn tcp6(&self) -> SocketAddr {
+        *self.tcp.iter().find(|a| a.is_ipv6()).expect("an IPv6 TCP address")
+    }
+
+    /// The UDP address on 127.0.0.1.
+    pub fn udp4(&self) -> SocketAddr {
+        *self.udp.iter().find(|a| a.is_ipv4()).expect("an IPv4 UDP address")
+    }
+
+    /// The UDP address on ::1.
+    pub fn udp6(&self) -> SocketAddr {
+        *self.udp.iter().find(|a| a.is_ipv6()).expect("an IPv6 UDP address")
+    }
+
+    /// The port all sockets share.
+    pub fn port(&self) -> u16 {
+        self.tcp.first().or(self.udp.first()).unwrap().port()
+    }
+
+    /// The process id, to send signals to.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the server to exit; returns its status and its stderr.
+    pub fn wait(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr = self.stderr.take().unwrap().join().unwrap();
+                return (status, stderr);
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the server to exit.
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `command` with `input` on stdin and waits (boundedly) for it.
+pub fn run_with_input(mut command: Command, input: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(PATIENCE) {
+        Ok(output) => output.expect("wait"),
+        Err(_) => {
+            // SAFETY: kill(2) on the child we spawned.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{command:?} did not finish within {PATIENCE:?}");
+        }
+    };
+    writer.join().unwrap();
+    output
+}
+
+/// A python3 peer from `tests/peers/` with `args`.
+pub fn python(script: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command.arg(peer(script)).args(args);
+    command
+}
+
+/// Starts a textbook python3 server (`textbook_udp_server.py` or
+/// `textbook_tcp_server.py`) on a free port and returns it with its port.
+pub fn start_textbook_server(script: &str) -> (KillOnDrop, u16) {
+    let mut child = python(script, &["0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start python3");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines.next();
+        let port = lines.next();
+        let _ = tx.send((ready, port));
+    });
+    let (ready, port) = rx.recv_timeout(PATIENCE).expect("python server started");
+    assert_eq!(ready.unwrap().unwrap(), "The server is ready to receive");
+    let port = port.unwrap().unwrap().parse().unwrap();
+    (KillOnDrop(child), port)
+}
+
+/// A child process killed when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Asserts a process succeeded, showing its stderr if not.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

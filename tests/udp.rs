@@ -1,0 +1,109 @@
+//! `upcase server` over UDP: one reply per datagram, exact bytes, the largest
+//! datagrams, errors that are never fatal.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+
+use common::{PATIENCE, Server};
+
+fn socket_for(server: SocketAddr) -> UdpSocket {
+    let local: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
+    let socket = UdpSocket::bind(local).unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+}
+
+fn request(server: SocketAddr, datagram: &[u8]) -> Vec<u8> {
+    let socket = socket_for(server);
+    socket.send(datagram).unwrap();
+    let mut buf = vec![0; 65_536];
+    let n = socket.recv(&mut buf).expect("a reply datagram");
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn each_transform_replies_byte_exact() {
+    let table: [(&str, &[u8], &[u8]); 8] = [
+        ("upper", "hello, straße\n".as_bytes(), "HELLO, STRASSE\n".as_bytes()),
+        ("upper", b"a\x80\xc0\xaf\xed\xa0\x80z\xe2\x82", b"A\x80\xc0\xaf\xed\xa0\x80Z\xe2\x82"),
+        ("lower", "ÀB\n".as_bytes(), "àb\n".as_bytes()),
+        ("echo", b"\x00\xff\r\n", b"\x00\xff\r\n"),
+        ("count", b"mississippi", b"4"),
+        ("count", b"two\nlines s", b"2"),
+        ("count:p", b"mississippi", b"2"),
+        ("count", b"", b"0"),
+    ];
+    for (transform, input, want) in table {
+        let server = Server::start(&["--udp", "--transform", transform]);
+        assert_eq!(request(server.udp4(), input), want, "{transform} {input:?}");
+    }
+}
+
+#[test]
+fn an_empty_datagram_gets_an_empty_reply() {
+    let server = Server::start(&["--udp"]);
+    assert_eq!(request(server.udp4(), b""), b"");
+}
+
+#[test]
+fn the_largest_datagrams_come_back_whole() {
+    let server = Server::start(&["--udp"]);
+    let v4: Vec<u8> = (0..65_507).map(|i| b"abcdefghij"[i % 10]).collect();
+    assert_eq!(request(server.udp4(), &v4), v4.to_ascii_uppercase());
+    let v6: Vec<u8> = (0..65_527).map(|i| b"klmnopqrst"[i % 10]).collect();
+    assert_eq!(request(server.udp6(), &v6), v6.to_ascii_uppercase());
+}
+
+#[test]
+fn a_reply_too_large_to_send_is_counted_and_not_fatal() {
+    let server = Server::start(&["--udp"]);
+    // ΐ is 2 bytes and upper-cases to 6: 3 x 30,000 bytes is no datagram.
+    let input = "ΐ".repeat(15_000);
+    let socket = socket_for(server.udp4());
+    socket.send(input.as_bytes()).unwrap();
+    // The server carries on: the next request is answered on the same socket.
+    assert_eq!(request(server.udp4(), b"next"), b"NEXT");
+    let (status, stderr) = server.stop();
+    assert!(status.success());
+    assert!(stderr.contains("UDP reply not sent"), "{stderr}");
+    assert!(stderr.contains("udp_send_errors=1"), "{stderr}");
+}
+
+#[test]
+fn serves_ipv6_loopback() {
+    let server = Server::start(&["--udp"]);
+    assert_eq!(request(server.udp6(), b"six"), b"SIX");
+}
+
+#[test]
+fn replies_go_to_each_sender() {
+    let server = Server::start(&["--udp"]);
+    let a = socket_for(server.udp4());
+    let b = socket_for(server.udp4());
+    a.send(b"from a").unwrap();
+    b.send(b"from b").unwrap();
+    let mut buf = [0; 64];
+    let n = b.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"FROM B");
+    let n = a.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"FROM A");
+}
+
+#[test]
+fn sigterm_exits_zero_with_counts() {
+    let server = Server::start(&["--udp"]);
+    for _ in 0..3 {
+        assert_eq!(request(server.udp4(), b"x"), b"X");
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("udp_datagrams_in=3"), "{stderr}");
+    assert!(stderr.contains("udp_datagrams_out=3"), "{stderr}");
+}
