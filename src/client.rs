@@ -23,7 +23,7 @@ use crate::protocol::{DATAGRAM_BUFFER_BYTES, MAX_DATAGRAM_BYTES_V4, MAX_DATAGRAM
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The host name did not resolve.
-    #[error("cannot resolve host '{host}': {source}")]
+    #[error("cannot resolve host '{host}'")]
     Resolve {
         /// The name given.
         host: String,
@@ -43,7 +43,7 @@ pub enum ClientError {
         reasons: String,
     },
     /// The connection failed while sending or awaiting a reply.
-    #[error("tcp {addr}: {what}: {source}")]
+    #[error("tcp {addr}: {what}")]
     Io {
         /// The server's address.
         addr: SocketAddr,

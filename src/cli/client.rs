@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(reply) => reply,
             Err(e) if interactive => {
                 // A person can try again; a pipeline must not lose a line.
-                eprintln!("upcase: {e}");
+                eprintln!("upcase: {:#}", anyhow::Error::from(e));
                 failed = true;
                 continue;
             }

@@ -7,6 +7,11 @@ code points and surrogates), one per line, over one TCP connection, half-closes,
 reads the whole reply, and compares line by line with str.upper() / str.lower()
 applied to each code point alone. Prints the number checked; exits 1 listing
 the first mismatches.
+
+A mismatch is allowed only where python3 leaves the character unchanged and
+the server's result contains a code point python3's database does not assign: a newer Unicode version added a
+case partner that python3 does not know yet (Unicode 16 gave U+019B, U+0264,
+U+A7D3 and U+A7D5 new capitals). Those are listed, not failed.
 """
 import socket
 import sys
@@ -40,10 +45,26 @@ got = got[:-1]
 if len(got) != len(chars):
     print(f'expected {len(chars)} lines, got {len(got)}')
     sys.exit(1)
-bad = [(c, e, g) for c, e, g in zip(chars, expected, got) if e != g]
+def known(text):
+    return all(unicodedata.category(ch) != 'Cn' for ch in text)
+bad, newer = [], []
+for c, e, g in zip(chars, expected, got):
+    if e == g:
+        continue
+    try:
+        g_text = g.decode()
+    except UnicodeDecodeError:
+        g_text = None
+    if e == c.encode() and g_text is not None and not known(g_text):
+        newer.append(c)
+    else:
+        bad.append((c, e, g))
+if newer:
+    print('mapped to code points newer than python3 knows:',
+          ' '.join(f'U+{ord(c):04X}' for c in newer))
 for c, e, g in bad[:20]:
     print(f'U+{ord(c):04X} {unicodedata.name(c, "?")}: python {e!r}, server {g!r}')
 if bad:
     print(f'{len(bad)} of {len(chars)} code points differ')
     sys.exit(1)
-print(f'{len(chars)} code points match python3 {unicodedata.unidata_version}')
+print(f'{len(chars) - len(newer)} code points match python3 {unicodedata.unidata_version}')
