@@ -114,7 +114,10 @@ fn describe(target: &str, failures: &[(SocketAddr, String)]) -> String {
     if failures.len() == 1 && failures[0].0.to_string() == target {
         return failures[0].1.clone();
     }
-    let parts: Vec<String> = failures.iter().map(|(a, why)| format!("{a}: {why}")).collect();
+    let parts: Vec<String> = failures
+        .iter()
+        .map(|(a, why)| format!("{a}: {why}"))
+        .collect();
     parts.join("; ")
 }
 
@@ -194,7 +197,10 @@ impl TcpClient {
             return true;
         };
         if !self.unread.is_empty() {
-            tracing::warn!(bytes = self.unread.len(), "discarding bytes the server sent unasked");
+            tracing::warn!(
+                bytes = self.unread.len(),
+                "discarding bytes the server sent unasked"
+            );
             self.unread.clear();
         }
         if stream.set_nonblocking(true).is_err() {
@@ -271,7 +277,10 @@ impl TcpClient {
                 Err(e) if is_timeout(&e) => {
                     let e = io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("no reply within {}", humantime::format_duration(self.timeout)),
+                        format!(
+                            "no reply within {}",
+                            humantime::format_duration(self.timeout)
+                        ),
                     );
                     return Err(Attempt::Failed(io_error("awaiting the reply", e)));
                 }
@@ -335,7 +344,10 @@ fn is_connection_gone(e: &io::Error) -> bool {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// The text of an error without the "(os error N)" suffix.

@@ -270,7 +270,10 @@ mod tests {
     #[test]
     fn a_character_split_byte_by_byte_comes_out_whole() {
         // ß is C3 9F; 😀 is F0 9F 98 80.
-        let (replies, rest) = stream("upper", &[b"\xc3", b"\x9f", b"\xf0", b"\x9f", b"\x98", b"\x80"]);
+        let (replies, rest) = stream(
+            "upper",
+            &[b"\xc3", b"\x9f", b"\xf0", b"\x9f", b"\x98", b"\x80"],
+        );
         assert_eq!(replies.concat(), "SS😀".as_bytes());
         assert_eq!(replies[0], b"");
         assert_eq!(replies[1], b"SS");

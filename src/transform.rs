@@ -312,12 +312,12 @@ mod tests {
     #[test]
     fn copies_invalid_bytes_through_unchanged() {
         let table: [(&[u8], &[u8]); 7] = [
-            (b"a\x80b", b"A\x80B"),                  // lone continuation byte
-            (b"\xc0\xafx", b"\xc0\xafX"),            // overlong '/'
-            (b"\xed\xa0\x80y", b"\xed\xa0\x80Y"),    // UTF-16 surrogate
-            (b"\xe2\x82z", b"\xe2\x82Z"),            // truncated in the middle
-            (b"z\xf0\x9f", b"Z\xf0\x9f"),            // truncated at the end
-            (b"\xff\xfe", b"\xff\xfe"),              // never valid
+            (b"a\x80b", b"A\x80B"),                     // lone continuation byte
+            (b"\xc0\xafx", b"\xc0\xafX"),               // overlong '/'
+            (b"\xed\xa0\x80y", b"\xed\xa0\x80Y"),       // UTF-16 surrogate
+            (b"\xe2\x82z", b"\xe2\x82Z"),               // truncated in the middle
+            (b"z\xf0\x9f", b"Z\xf0\x9f"),               // truncated at the end
+            (b"\xff\xfe", b"\xff\xfe"),                 // never valid
             (b"\xf4\x90\x80\x80", b"\xf4\x90\x80\x80"), // above U+10FFFF
         ];
         for (input, want) in table {
@@ -361,7 +361,11 @@ mod tests {
             ('s', &[b"mis", b"sis", b"", b"sippi"], 4),
             ('ß', &["straße ß".as_bytes()], 2),
             ('ß', &[b"stra\xc3", b"\x9fe"], 1),
-            ('😀', &[b"\xf0", b"\x9f", b"\x98", b"\x80!\xf0\x9f\x98\x80"], 2),
+            (
+                '😀',
+                &[b"\xf0", b"\x9f", b"\x98", b"\x80!\xf0\x9f\x98\x80"],
+                2,
+            ),
             ('é', &[b"\xc3\xa9\xc3", b"\xc3\xa9"], 2),
         ];
         for (letter, pieces, want) in table {

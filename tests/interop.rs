@@ -74,7 +74,10 @@ fn upcase_client_talks_to_the_textbook_udp_server() {
     client.args(["client", "localhost", "--udp", "--port", &port.to_string()]);
     let out = run_with_input(client, "one\ntwo ß\n\nthree".as_bytes());
     assert_success(&out);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "ONE\nTWO SS\n\nTHREE\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "ONE\nTWO SS\n\nTHREE\n"
+    );
 }
 
 #[test]
@@ -84,8 +87,15 @@ fn upcase_client_talks_to_the_textbook_tcp_server_which_closes_after_each_reply(
     client.args(["client", "127.0.0.1", "--port", &port.to_string()]);
     let out = run_with_input(client, "one\ntwo ß\nthree\nfour\n".as_bytes());
     assert_success(&out);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "ONE\nTWO SS\nTHREE\nFOUR\n");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "ONE\nTWO SS\nTHREE\nFOUR\n"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -109,7 +119,10 @@ fn upcase_client_fails_explicitly_when_the_textbook_tcp_server_cuts_a_long_line(
         assert!(lines[0].len() <= 1024 && lines[0].bytes().all(|b| b == b'X'));
         assert!(stderr.contains("may be incomplete"), "{stderr}");
     } else {
-        assert!(stdout.bytes().all(|b| b == b'X' || b == b'\n'), "{stdout:?}");
+        assert!(
+            stdout.bytes().all(|b| b == b'X' || b == b'\n'),
+            "{stdout:?}"
+        );
         assert!(stderr.contains("reset"), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }

@@ -39,7 +39,11 @@ fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 #[test]
 fn each_transform_replies_byte_exact() {
     let table: [(&str, &[u8], &[u8]); 7] = [
-        ("upper", "hello, straße 日本\n".as_bytes(), "HELLO, STRASSE 日本\n".as_bytes()),
+        (
+            "upper",
+            "hello, straße 日本\n".as_bytes(),
+            "HELLO, STRASSE 日本\n".as_bytes(),
+        ),
         ("lower", "ÀB İ\n".as_bytes(), "àb i\u{307}\n".as_bytes()),
         ("echo", b"\x00\xffMixed\r\n", b"\x00\xffMixed\r\n"),
         ("count", b"mississippi\nsss\r\n\n", b"4\n3\r\n0\n"),
@@ -104,9 +108,15 @@ fn invalid_utf8_is_copied_through_and_the_server_survives() {
         assert_eq!(exchange(server.tcp4(), &[input], Duration::ZERO), want);
         // Split between every byte too.
         let pieces: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(exchange(server.tcp4(), &pieces, Duration::from_millis(1)), want);
+        assert_eq!(
+            exchange(server.tcp4(), &pieces, Duration::from_millis(1)),
+            want
+        );
     }
-    assert_eq!(exchange(server.tcp4(), &[b"still here"], Duration::ZERO), b"STILL HERE");
+    assert_eq!(
+        exchange(server.tcp4(), &[b"still here"], Duration::ZERO),
+        b"STILL HERE"
+    );
 }
 
 #[test]
@@ -161,14 +171,20 @@ fn a_hundred_concurrent_clients_each_get_their_own_reply() {
 fn serves_ipv6_loopback() {
     let server = Server::start(&["--tcp"]);
     assert!(server.tcp6().is_ipv6());
-    assert_eq!(exchange(server.tcp6(), &[b"over ipv6"], Duration::ZERO), b"OVER IPV6");
+    assert_eq!(
+        exchange(server.tcp6(), &[b"over ipv6"], Duration::ZERO),
+        b"OVER IPV6"
+    );
 }
 
 #[test]
 fn a_large_reply_streams_through() {
     let server = Server::start(&["--tcp"]);
     let input: Vec<u8> = "abcdéfghij".repeat(200_000).into_bytes(); // 2.2 MB
-    let want = String::from_utf8(input.clone()).unwrap().to_uppercase().into_bytes();
+    let want = String::from_utf8(input.clone())
+        .unwrap()
+        .to_uppercase()
+        .into_bytes();
     let mut stream = connect(server.tcp4());
     let mut reader = stream.try_clone().unwrap();
     let reading = std::thread::spawn(move || {
@@ -220,7 +236,10 @@ fn refuses_connections_over_the_limit_with_one_line_and_serves_the_rest() {
     let mut refused = connect(server.tcp4());
     let mut line = String::new();
     refused.read_to_string(&mut line).unwrap();
-    assert_eq!(line, "upcase: server busy, too many connections; try again later\n");
+    assert_eq!(
+        line,
+        "upcase: server busy, too many connections; try again later\n"
+    );
     drop(b);
     // A freed slot is reused (once the server has seen `b` close).
     let mut replies = Vec::new();

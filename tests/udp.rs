@@ -31,8 +31,16 @@ fn request(server: SocketAddr, datagram: &[u8]) -> Vec<u8> {
 #[test]
 fn each_transform_replies_byte_exact() {
     let table: [(&str, &[u8], &[u8]); 8] = [
-        ("upper", "hello, straße\n".as_bytes(), "HELLO, STRASSE\n".as_bytes()),
-        ("upper", b"a\x80\xc0\xaf\xed\xa0\x80z\xe2\x82", b"A\x80\xc0\xaf\xed\xa0\x80Z\xe2\x82"),
+        (
+            "upper",
+            "hello, straße\n".as_bytes(),
+            "HELLO, STRASSE\n".as_bytes(),
+        ),
+        (
+            "upper",
+            b"a\x80\xc0\xaf\xed\xa0\x80z\xe2\x82",
+            b"A\x80\xc0\xaf\xed\xa0\x80Z\xe2\x82",
+        ),
         ("lower", "ÀB\n".as_bytes(), "àb\n".as_bytes()),
         ("echo", b"\x00\xff\r\n", b"\x00\xff\r\n"),
         ("count", b"mississippi", b"4"),

@@ -109,7 +109,10 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging("info");
     let config = args.config();
-    anyhow::ensure!(config.max_connections > 0, "--max-connections must be at least 1");
+    anyhow::ensure!(
+        config.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
     let threads = match args.threads {
         Some(0) => anyhow::bail!("--threads must be at least 1"),
         Some(n) => n,

@@ -80,7 +80,7 @@ pub fn bind(config: &Config) -> Result<Listeners, BindError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match bind_all(&wanted, config.listen_backlog) {
+        match bind_all(&wanted, config.listen_backlog, open) {
             Err(BindError::Socket { source, .. })
                 if source.kind() == io::ErrorKind::AddrInUse
                     && attempt < SHARED_PORT_ATTEMPTS
@@ -105,7 +105,13 @@ impl Proto {
     }
 }
 
-fn bind_all(wanted: &[(Proto, SocketAddr)], backlog: u32) -> Result<Listeners, BindError> {
+/// Opens each wanted socket with `open` (a parameter so tests can make it
+/// fail the way a system without IPv6 does).
+fn bind_all(
+    wanted: &[(Proto, SocketAddr)],
+    backlog: u32,
+    open: impl Fn(Proto, SocketAddr, u32) -> io::Result<Socket>,
+) -> Result<Listeners, BindError> {
     let mut listeners = Listeners::default();
     let mut shared_port = None;
     let mut skipped = Vec::new();
@@ -132,7 +138,10 @@ fn bind_all(wanted: &[(Proto, SocketAddr)], backlog: u32) -> Result<Listeners, B
         };
         let local = socket
             .local_addr()
-            .and_then(|a| a.as_socket().ok_or_else(|| io::Error::other("not an IP socket")))
+            .and_then(|a| {
+                a.as_socket()
+                    .ok_or_else(|| io::Error::other("not an IP socket"))
+            })
             .map_err(|source| BindError::Socket {
                 proto: proto.name(),
                 addr,
@@ -192,4 +201,81 @@ fn open(proto: Proto, addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
         socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     }
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_ipv6(proto: Proto, addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
+        if addr.is_ipv6() {
+            return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+        }
+        open(proto, addr, backlog)
+    }
+
+    #[test]
+    fn starts_on_ipv4_alone_where_ipv6_is_unavailable() {
+        let wanted = [
+            (Proto::Tcp, "[::]:0".parse().unwrap()),
+            (Proto::Tcp, "127.0.0.1:0".parse().unwrap()),
+            (Proto::Udp, "[::]:0".parse().unwrap()),
+            (Proto::Udp, "127.0.0.1:0".parse().unwrap()),
+        ];
+        let listeners = bind_all(&wanted, 16, no_ipv6).unwrap();
+        let addrs = listeners.local_addrs().unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert!(addrs.iter().all(|(_, a)| a.is_ipv4()));
+        assert_eq!(addrs[0].1.port(), addrs[1].1.port());
+    }
+
+    #[test]
+    fn an_explicit_ipv6_address_that_fails_is_an_error() {
+        let wanted = [
+            (Proto::Tcp, "[::1]:0".parse().unwrap()),
+            (Proto::Tcp, "127.0.0.1:0".parse().unwrap()),
+        ];
+        let err = bind_all(&wanted, 16, no_ipv6).unwrap_err();
+        assert_eq!(err.to_string(), "binding tcp socket on [::1]:0");
+    }
+
+    #[test]
+    fn fails_when_nothing_at_all_can_listen() {
+        let wanted = [(Proto::Udp, "[::]:0".parse().unwrap())];
+        let err = bind_all(&wanted, 16, no_ipv6).unwrap_err();
+        assert_eq!(err.to_string(), "binding udp socket on [::]:0");
+    }
+
+    #[test]
+    fn port_zero_is_one_port_for_every_socket() {
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+            ..Config::default()
+        };
+        let listeners = bind(&config).unwrap();
+        let addrs = listeners.local_addrs().unwrap();
+        assert_eq!(addrs.len(), 4);
+        let port = addrs[0].1.port();
+        assert_ne!(port, 0);
+        assert!(addrs.iter().all(|(_, a)| a.port() == port), "{addrs:?}");
+    }
+
+    #[test]
+    fn a_second_server_on_the_same_port_fails_to_start() {
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..Config::default()
+        };
+        let first = bind(&config).unwrap();
+        let port = first.local_addrs().unwrap()[0].1.port();
+        let again = Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            ..Config::default()
+        };
+        let err = bind(&again).unwrap_err();
+        let BindError::Socket { source, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+    }
 }

@@ -50,6 +50,17 @@ impl Server {
         Self::spawn(command, args)
     }
 
+    /// Starts a server from a complete command line (its own `--listen`
+    /// options, if any), expecting two addresses unless it has `--listen`.
+    pub fn spawn_command(command: Command) -> Server {
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(command, &args)
+    }
+
     fn spawn(mut command: Command, args: &[&str]) -> Server {
         let listens = args.iter().filter(|a| **a == "--listen").count();
         let listens = if listens == 0 { 2 } else { listens };
@@ -114,22 +125,38 @@ impl Server {
 
     /// The TCP address on 127.0.0.1.
     pub fn tcp4(&self) -> SocketAddr {
-        *self.tcp.iter().find(|a| a.is_ipv4()).expect("an IPv4 TCP address")
+        *self
+            .tcp
+            .iter()
+            .find(|a| a.is_ipv4())
+            .expect("an IPv4 TCP address")
     }
 
     /// The TCP address on ::1.
     pub fn tcp6(&self) -> SocketAddr {
-        *self.tcp.iter().find(|a| a.is_ipv6()).expect("an IPv6 TCP address")
+        *self
+            .tcp
+            .iter()
+            .find(|a| a.is_ipv6())
+            .expect("an IPv6 TCP address")
     }
 
     /// The UDP address on 127.0.0.1.
     pub fn udp4(&self) -> SocketAddr {
-        *self.udp.iter().find(|a| a.is_ipv4()).expect("an IPv4 UDP address")
+        *self
+            .udp
+            .iter()
+            .find(|a| a.is_ipv4())
+            .expect("an IPv4 UDP address")
     }
 
     /// The UDP address on ::1.
     pub fn udp6(&self) -> SocketAddr {
-        *self.udp.iter().find(|a| a.is_ipv6()).expect("an IPv6 UDP address")
+        *self
+            .udp
+            .iter()
+            .find(|a| a.is_ipv6())
+            .expect("an IPv6 UDP address")
     }
 
     /// The port all sockets share.

@@ -1,0 +1,202 @@
+//! `upcase client`: a filter when piped, interactive on a terminal, explicit
+//! about every failure.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{Server, assert_success, python, run_with_input, upcase};
+
+fn client(args: &[&str]) -> std::process::Command {
+    let mut command = upcase();
+    command.arg("client").args(args);
+    command
+}
+
+#[test]
+fn filters_lines_over_udp_and_tcp() {
+    let server = Server::start(&[]);
+    let port = server.port().to_string();
+    let input: &[u8] = b"a\nb\n\nstra\xc3\x9fe\n\xff raw\nno newline at end";
+    let want: &[u8] = b"A\nB\n\nSTRASSE\n\xff RAW\nNO NEWLINE AT END\n";
+    for proto in ["--udp", "--tcp"] {
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost"] {
+            let out = run_with_input(client(&[host, "--port", &port, proto]), input);
+            assert_success(&out);
+            assert_eq!(out.stdout, want, "{proto} {host}");
+            assert!(out.stderr.is_empty());
+        }
+    }
+}
+
+#[test]
+fn the_textbook_example_from_the_issue() {
+    let server = Server::start(&["--udp"]);
+    let out = run_with_input(
+        client(&["--udp", "-p", &server.port().to_string()]),
+        b"a\nb\n",
+    );
+    assert_success(&out);
+    assert_eq!(out.stdout, b"A\nB\n");
+}
+
+#[test]
+fn count_replies_print_one_per_line() {
+    let server = Server::start(&["--transform", "count"]);
+    let port = server.port().to_string();
+    for proto in ["--udp", "--tcp"] {
+        let out = run_with_input(client(&["-p", &port, proto]), b"mississippi\nsea\n\n");
+        assert_success(&out);
+        assert_eq!(out.stdout, b"4\n1\n0\n", "{proto}");
+    }
+}
+
+#[test]
+fn udp_gives_up_after_the_retries_against_a_silent_server() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let out = run_with_input(
+        client(&[
+            "127.0.0.1",
+            "--udp",
+            "-p",
+            &port,
+            "--timeout",
+            "50ms",
+            "--retries",
+            "2",
+        ]),
+        b"hello\nnever sent\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!("upcase: no reply from udp 127.0.0.1:{port}: 3 tries sent, 50ms timeout each\n")
+    );
+    // Every try really was sent, and the second line never was.
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0; 64];
+    for _ in 0..3 {
+        let n = silent.recv(&mut buf).expect("a try");
+        assert_eq!(&buf[..n], b"hello");
+    }
+    assert!(silent.recv(&mut buf).is_err(), "a fourth datagram arrived");
+}
+
+#[test]
+fn udp_reports_nothing_listening() {
+    let port = unused_udp_port();
+    let out = run_with_input(client(&["127.0.0.1", "--udp", "-p", &port]), b"hello\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "upcase: no reply from udp 127.0.0.1:{port}: connection refused (nothing listening there)\n"
+        )
+    );
+}
+
+fn unused_udp_port() -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port().to_string()
+}
+
+#[test]
+fn tcp_reports_connection_refused_in_one_line() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port().to_string()
+    };
+    let out = run_with_input(client(&["127.0.0.1", "-p", &port]), b"hello\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("upcase: cannot connect to tcp 127.0.0.1:{port}: connection refused\n")
+    );
+}
+
+#[test]
+fn unknown_host_and_bad_port_are_one_clear_error_not_a_panic() {
+    let out = run_with_input(client(&["no-such-host.invalid"]), b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("upcase: cannot resolve host 'no-such-host.invalid': "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    for bad in ["99999", "-1", "http"] {
+        let out = run_with_input(client(&["--port", bad]), b"");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_late_or_duplicated_reply_is_never_taken_for_the_next_answer() {
+    // A peer that answers the first try of "one" late and twice, the retry of
+    // "one" at once, and "two" slowly: the late duplicates of "ONE" arrive
+    // while the client waits for "TWO".
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = peer.local_addr().unwrap().port().to_string();
+    let peer_thread = std::thread::spawn(move || {
+        peer.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        let mut buf = [0; 64];
+        let (_, first) = peer.recv_from(&mut buf).unwrap();
+        let (_, retry) = peer.recv_from(&mut buf).unwrap();
+        // Retries of one message come from one socket; a naive client would
+        // also send "two" from it, and print the late "ONE"s as its answer.
+        assert_eq!(first, retry);
+        peer.send_to(b"ONE", retry).unwrap();
+        let (n, second) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"two");
+        peer.send_to(b"ONE", first).unwrap();
+        peer.send_to(b"ONE", first).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        peer.send_to(b"TWO", second).unwrap();
+    });
+    let out = run_with_input(
+        client(&[
+            "127.0.0.1",
+            "--udp",
+            "-p",
+            &port,
+            "--timeout",
+            "300ms",
+            "--retries",
+            "5",
+        ]),
+        b"one\ntwo\n",
+    );
+    peer_thread.join().unwrap();
+    assert_success(&out);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "ONE\nTWO\n");
+}
+
+#[test]
+fn interactive_use_on_a_terminal_prompts_like_the_textbook() {
+    let server = Server::start(&["--tcp"]);
+    let port = server.port().to_string();
+    let bin = env!("CARGO_BIN_EXE_upcase");
+    let out = run_with_input(
+        python(
+            "pty_drive.py",
+            &["hello", "straße", "--", bin, "client", "-p", &port],
+        ),
+        b"",
+    );
+    assert_success(&out);
+    let screen = String::from_utf8(out.stdout).unwrap().replace("\r\n", "\n");
+    assert_eq!(
+        screen,
+        "Input lowercase sentence:hello\nHELLO\nInput lowercase sentence:straße\nSTRASSE\nInput lowercase sentence:\n\nexit status 0\n"
+    );
+}

@@ -1,0 +1,63 @@
+//! `upcase server`'s command line: defaults, errors people hit.
+
+mod common;
+
+use common::{Server, run_with_input, upcase};
+
+#[test]
+fn defaults_listen_on_every_ipv6_and_ipv4_address_tcp_and_udp() {
+    let mut command = upcase();
+    command.args(["server", "--port", "0"]);
+    let server = Server::spawn_command(command);
+    let mut listening: Vec<String> = server
+        .tcp
+        .iter()
+        .map(|a| format!("tcp {}", a.ip()))
+        .chain(server.udp.iter().map(|a| format!("udp {}", a.ip())))
+        .collect();
+    listening.sort();
+    assert_eq!(
+        listening,
+        ["tcp 0.0.0.0", "tcp ::", "udp 0.0.0.0", "udp ::"]
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_error() {
+    let server = Server::start(&["--tcp"]);
+    let port = server.port().to_string();
+    let mut command = upcase();
+    command.args(["server", "--tcp", "--listen", "127.0.0.1", "--port", &port]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "upcase: binding tcp socket on 127.0.0.1:{port}: Address already in use (os error 98)\n"
+        )
+    );
+}
+
+#[test]
+fn bad_options_are_rejected_with_the_reason() {
+    let table: [(&[&str], &str); 4] = [
+        (&["--transform", "shout"], "unknown transform 'shout'"),
+        (
+            &["--transform", "count:ab"],
+            "count takes exactly one character",
+        ),
+        (
+            &["--listen", "localhost:80"],
+            "is not an IP address or IP:PORT",
+        ),
+        (&["--idle-timeout", "soon"], "invalid value 'soon'"),
+    ];
+    for (args, reason) in table {
+        let mut command = upcase();
+        command.arg("server").args(args);
+        let out = run_with_input(command, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}
