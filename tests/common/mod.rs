@@ -283,3 +283,50 @@ pub fn assert_success(output: &Output) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A network namespace made for one test, deleted when dropped. Needs root
+/// and `ip` (iproute2); tests using it are `#[ignore]`d and run by `.ci/run`.
+pub struct Netns {
+    /// The namespace's name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with loopback up; `tag` makes the name unique
+    /// among the tests of one run.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("upcase-{tag}-{}", std::process::id());
+        sh(&format!("ip netns add {name}"));
+        let netns = Netns { name };
+        netns.exec_sh("ip link set lo up");
+        netns
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs a shell command inside the namespace; panics if it fails.
+    pub fn exec_sh(&self, script: &str) {
+        sh(&format!("ip netns exec {} sh -c '{script}'", self.name));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Runs `script` with `sh -c`; panics with its output if it fails.
+pub fn sh(script: &str) {
+    let out = Command::new("sh").args(["-c", script]).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
