@@ -26,7 +26,10 @@ fn netcat_tcp_with_half_close() {
         "one\ntwo straße\nend".as_bytes(),
     );
     assert_success(&out);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "ONE\nTWO STRASSE\nEND");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "ONE\nTWO STRASSE\nEND"
+    );
 }
 
 #[test]
@@ -45,7 +48,10 @@ fn socat_tcp_streams_invalid_bytes_through() {
     let server = Server::start(&["--tcp"]);
     let port = server.port().to_string();
     let input: &[u8] = b"bytes \xff\xfe and \xc3\xa9\n";
-    let out = run_with_input(tool("socat", &["-t", "5", "-", &format!("TCP:127.0.0.1:{port}")]), input);
+    let out = run_with_input(
+        tool("socat", &["-t", "5", "-", &format!("TCP:127.0.0.1:{port}")]),
+        input,
+    );
     assert_success(&out);
     assert_eq!(out.stdout, b"BYTES \xff\xfe AND \xc3\x89\n");
 }

@@ -258,3 +258,16 @@ fn refuses_connections_over_the_limit_with_one_line_and_serves_the_rest() {
     }
     panic!("no slot freed: {replies:?}");
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_its_held_bytes_are_sent() {
+    let server = Server::start(&["--tcp", "--idle-timeout", "200ms"]);
+    let mut stream = connect(server.tcp4());
+    // The first byte of '€' waits for the rest, which never comes.
+    stream.write_all(b"idle \xe2").unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"IDLE \xe2");
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+}

@@ -204,11 +204,16 @@ impl Connection {
                     replier.on_pause(&mut reply);
                     None
                 }
+                // Closing for either reason: whatever is held back (part of
+                // a character, an open `count` line) is answered first.
                 Event::Shutdown => {
                     replier.on_eof(&mut reply);
                     Some(End::Shutdown)
                 }
-                Event::Idle => return Ok(End::Idle),
+                Event::Idle => {
+                    replier.on_eof(&mut reply);
+                    Some(End::Idle)
+                }
             };
             self.write(&mut reply).await?;
             if let Some(end) = end {

@@ -317,13 +317,18 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 /// Runs `script` with `sh -c`; panics with its output if it fails.
 pub fn sh(script: &str) {
-    let out = Command::new("sh").args(["-c", script]).output().expect("sh");
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh");
     assert!(
         out.status.success(),
         "{script}: {}",
