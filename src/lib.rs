@@ -11,12 +11,16 @@
 //! | [`protocol`] | what a message is on UDP and on TCP, and its reply: pure, no I/O |
 //! | [`server`] | [`server::Config`] (every limit), binding, the TCP and UDP serving loops |
 //! | [`client`] | connecting, sending a message, awaiting the reply that matches it |
+//! | [`ping`] | the UDP Pinger: probes, matching replies by sequence number, counting |
+//! | [`stats`] | round-trip time statistics: min/avg/max/mdev, percentiles, jitter |
 //!
 //! The `upcase` binary adds command-line parsing (`src/main.rs`, `src/cli/`).
 
 pub mod client;
+pub mod ping;
 pub mod protocol;
 pub mod server;
+pub mod stats;
 pub mod transform;
 
 pub use transform::Transform;

@@ -20,6 +20,8 @@ enum Command {
     Server(cli::server::Args),
     /// Send lines to a server and print its replies.
     Client(cli::client::Args),
+    /// The textbook's UDP Pinger: round-trip times, loss, duplicates, reordering.
+    Ping(cli::ping::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),
+        Command::Ping(args) => cli::ping::run(args),
     };
     match result {
         Ok(code) => code,

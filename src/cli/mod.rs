@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its clap `Args` and a `run`.
 
 pub mod client;
+pub mod ping;
 pub mod server;
 
 use std::io::IsTerminal;

@@ -48,9 +48,22 @@ pub struct Args {
     /// Pending-connection queue length of each TCP listener
     #[arg(long, value_name = "N", default_value_t = Config::default().listen_backlog)]
     listen_backlog: u32,
+    /// Drop each incoming UDP datagram with this probability, 0 to 1 (simulated loss, as in the textbook's UDP Pinger assignment)
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    drop_rate: f64,
+    /// Seed of --drop-rate, to reproduce a drop pattern [default: random, logged at start]
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
     /// On SIGINT/SIGTERM, wait at most this long for replies in flight
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().shutdown_timeout.into())]
     shutdown_timeout: humantime::Duration,
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a probability from 0 to 1 (e.g. 0.3)")),
+    }
 }
 
 /// A `--listen` value: an address with or without a port.
@@ -101,6 +114,8 @@ impl Args {
             max_connections: self.max_connections,
             listen_backlog: self.listen_backlog,
             shutdown_timeout: self.shutdown_timeout.into(),
+            drop_rate: self.drop_rate,
+            drop_seed: self.seed,
         }
     }
 }
@@ -184,6 +199,7 @@ fn log_summary(stats: &Stats) {
         udp_datagrams_in = Stats::get(&stats.udp_datagrams_in),
         udp_datagrams_out = Stats::get(&stats.udp_datagrams_out),
         udp_send_errors = Stats::get(&stats.udp_send_errors),
+        udp_dropped_simulated = Stats::get(&stats.udp_dropped_simulated),
         "stopped"
     );
 }

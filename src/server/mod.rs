@@ -59,6 +59,13 @@ pub struct Config {
     /// After shutdown begins, how long to wait for replies in flight before
     /// exiting anyway. Default: 25 s (under Kubernetes' 30 s grace period).
     pub shutdown_timeout: Duration,
+    /// Simulated loss, as in the textbook's UDP Pinger assignment: each
+    /// incoming datagram is dropped unanswered with this probability
+    /// (0 to 1). Default: 0.
+    pub drop_rate: f64,
+    /// Seed of the drop simulation, so a drop pattern can be reproduced.
+    /// Default: none (a random seed, logged at start).
+    pub drop_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -74,6 +81,8 @@ impl Default for Config {
             max_connections: 1024,
             listen_backlog: 1024,
             shutdown_timeout: Duration::from_secs(25),
+            drop_rate: 0.0,
+            drop_seed: None,
         }
     }
 }
@@ -113,12 +122,24 @@ pub async fn run(
         };
         tracker.spawn(accept.run());
     }
-    for socket in listeners.udp {
+    let drop_seed = config.drop_seed.unwrap_or_else(rand::random);
+    if config.drop_rate > 0.0 {
+        tracing::info!(
+            drop_rate = config.drop_rate,
+            seed = drop_seed,
+            "simulating UDP loss (--seed {drop_seed} reproduces it)"
+        );
+    }
+    for (index, socket) in listeners.udp.into_iter().enumerate() {
         let socket = tokio::net::UdpSocket::from_std(socket)?;
+        // One generator per socket: the pattern on each is reproducible
+        // whatever the traffic on the others.
+        let loss = udp::Loss::new(config.drop_rate, drop_seed.wrapping_add(index as u64));
         tracker.spawn(udp::serve(
             socket,
             config.clone(),
             stats.clone(),
+            loss,
             shutdown.clone(),
         ));
     }

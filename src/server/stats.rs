@@ -33,6 +33,8 @@ pub struct Stats {
     pub udp_recv_errors: AtomicU64,
     /// Replies that could not be sent (too large, refused by the kernel).
     pub udp_send_errors: AtomicU64,
+    /// Datagrams dropped on purpose by [`super::Config::drop_rate`].
+    pub udp_dropped_simulated: AtomicU64,
 }
 
 impl Stats {

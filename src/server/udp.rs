@@ -6,6 +6,9 @@
 //! from the kernel) is counted and logged, never fatal.
 
 use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -15,12 +18,33 @@ use super::throttle::Throttle;
 use super::{Config, Stats};
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, reply_to_datagram};
 
+/// Simulated loss on one socket (see [`Config::drop_rate`]).
+pub(super) struct Loss {
+    rate: f64,
+    rng: StdRng,
+}
+
+impl Loss {
+    pub fn new(rate: f64, seed: u64) -> Self {
+        Loss {
+            rate: rate.clamp(0.0, 1.0),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// Whether to drop the next datagram. Draws nothing when the rate is 0.
+    fn drop_next(&mut self) -> bool {
+        self.rate > 0.0 && self.rng.random_bool(self.rate)
+    }
+}
+
 /// Serves `socket` until `shutdown` is cancelled. A datagram already received
 /// is always answered before the task checks for shutdown.
 pub(super) async fn serve(
     socket: UdpSocket,
     config: Arc<Config>,
     stats: Arc<Stats>,
+    mut loss: Loss,
     shutdown: CancellationToken,
 ) {
     let mut request = vec![0u8; DATAGRAM_BUFFER_BYTES];
@@ -46,6 +70,10 @@ pub(super) async fn serve(
         };
         Stats::add(&stats.udp_datagrams_in, 1);
         Stats::add(&stats.udp_bytes_in, len as u64);
+        if loss.drop_next() {
+            Stats::add(&stats.udp_dropped_simulated, 1);
+            continue;
+        }
         reply.clear();
         reply_to_datagram(config.transform, &request[..len], &mut reply);
         match socket.send_to(&reply, peer).await {

@@ -1,0 +1,458 @@
+//! `upcase ping`: the textbook's UDP Pinger, done as well as ping(8).
+//!
+//! Sends a probe every interval, matches each reply to its probe by sequence
+//! number ([`Tracker`]), prints a line per reply or timeout, and a summary at
+//! the end or on Ctrl-C.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::{Instant, sleep_until};
+
+use upcase::client;
+use upcase::ping::{Expect, ReplyEvent, Report, Tracker, Verdict, probe};
+use upcase::protocol::DATAGRAM_BUFFER_BYTES;
+use upcase::server::DEFAULT_PORT;
+
+/// Options of `upcase ping`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Server host name or IP address
+    host: String,
+    /// Server port
+    #[arg(short, long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Probes to send; 0 sends until interrupted
+    #[arg(short = 'c', long, default_value_t = 10)]
+    count: u64,
+    /// Time between probes, in seconds (0.2) or with a unit (200ms)
+    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1", value_parser = parse_seconds)]
+    interval: Duration,
+    /// How long to wait for each reply, in seconds (0.5) or with a unit (500ms)
+    #[arg(short = 'W', long, value_name = "TIMEOUT", default_value = "1", value_parser = parse_seconds)]
+    timeout: Duration,
+    /// Pad each probe to this many bytes (never shorter than `Ping <seq> <time>`)
+    #[arg(short = 's', long, value_name = "SIZE", default_value_t = 0)]
+    size: usize,
+    /// Print only the summary
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Ping over UDP (the default)
+    #[arg(long, conflicts_with = "tcp")]
+    udp: bool,
+    /// Ping over one TCP connection that stays open; the connect time is reported apart
+    #[arg(long)]
+    tcp: bool,
+    /// What a correct reply is: the probe upper-cased, echoed, or either
+    #[arg(long, value_enum, default_value_t = ExpectArg::UpperOrEcho)]
+    expect: ExpectArg,
+    /// Print the results as one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExpectArg {
+    Upper,
+    Echo,
+    UpperOrEcho,
+}
+
+impl From<ExpectArg> for Expect {
+    fn from(e: ExpectArg) -> Self {
+        match e {
+            ExpectArg::Upper => Expect::Upper,
+            ExpectArg::Echo => Expect::Echo,
+            ExpectArg::UpperOrEcho => Expect::UpperOrEcho,
+        }
+    }
+}
+
+/// ping(8) takes seconds as a plain number; a unit (`200ms`) is accepted too.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{s}' is not a duration of zero or more seconds"));
+    }
+    super::parse_duration(s)
+}
+
+/// The JSON document `--json` prints.
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    host: &'a str,
+    address: SocketAddr,
+    protocol: &'static str,
+    probe_bytes: usize,
+    connect_ms: Option<f64>,
+    time_ms: f64,
+    interrupted: bool,
+    errors: u64,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+/// Where the probes go and the replies come from.
+enum Transport {
+    Udp(UdpSocket),
+    Tcp {
+        stream: TcpStream,
+        /// Bytes of a reply line not yet complete.
+        partial: Vec<u8>,
+        max_line: usize,
+    },
+}
+
+/// What woke the loop.
+enum Wake {
+    Interrupted,
+    Send,
+    Replies(Vec<Vec<u8>>),
+    ReceiveError(std::io::Error),
+    Closed,
+    Deadline,
+}
+
+impl Transport {
+    async fn send(&mut self, probe: &[u8]) -> std::io::Result<()> {
+        match self {
+            Transport::Udp(socket) => socket.send(probe).await.map(drop),
+            Transport::Tcp { stream, .. } => {
+                let mut line = probe.to_vec();
+                line.push(b'\n');
+                stream.write_all(&line).await
+            }
+        }
+    }
+
+    /// Waits for replies; cancel-safe (no bytes are lost if another branch
+    /// of the `select!` wins).
+    async fn receive(&mut self, buf: &mut [u8]) -> Wake {
+        match self {
+            Transport::Udp(socket) => match socket.recv(buf).await {
+                Ok(n) => Wake::Replies(vec![buf[..n].to_vec()]),
+                Err(e) => Wake::ReceiveError(e),
+            },
+            Transport::Tcp {
+                stream,
+                partial,
+                max_line,
+            } => match stream.read(buf).await {
+                Ok(0) => Wake::Closed,
+                Ok(n) => {
+                    partial.extend_from_slice(&buf[..n]);
+                    let mut lines = Vec::new();
+                    while let Some(end) = memchr::memchr(b'\n', partial) {
+                        let mut line: Vec<u8> = partial.drain(..=end).collect();
+                        line.pop();
+                        lines.push(line);
+                    }
+                    if partial.len() > *max_line {
+                        return Wake::ReceiveError(std::io::Error::other(format!(
+                            "reply longer than {max_line} bytes without a newline"
+                        )));
+                    }
+                    Wake::Replies(lines)
+                }
+                Err(e) => Wake::ReceiveError(e),
+            },
+        }
+    }
+}
+
+/// Pings until the count is reached or Ctrl-C, then prints the summary.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging("warn");
+    let addr = *client::resolve(&args.host, args.port)?
+        .first()
+        .expect("resolve returns at least one address");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(ping(args, addr))
+}
+
+async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
+    let protocol = if args.tcp { "tcp" } else { "udp" };
+    let text = !args.json;
+    let verbose = text && !args.quiet;
+    let probe_bytes = probe(1, unix_now(), args.size).len();
+    let mut out = std::io::stdout();
+    if text {
+        writeln!(
+            out,
+            "PING {} ({addr}) over {protocol}: {probe_bytes} bytes",
+            args.host
+        )?;
+    }
+
+    let mut connect_ms = None;
+    let mut transport = if args.tcp {
+        let started = Instant::now();
+        let stream = tokio::time::timeout(args.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot connect to tcp {addr}: no answer within {}",
+                    humantime::format_duration(args.timeout)
+                )
+            })?
+            .with_context(|| format!("cannot connect to tcp {addr}"))?;
+        stream.set_nodelay(true)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        connect_ms = Some(ms);
+        if verbose {
+            writeln!(out, "connected to {addr} in {ms:.3} ms")?;
+        }
+        Transport::Tcp {
+            stream,
+            partial: Vec::new(),
+            max_line: probe_bytes.saturating_mul(3).saturating_add(64),
+        }
+    } else {
+        let local = if addr.is_ipv4() {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        };
+        let socket = UdpSocket::bind(local)
+            .await
+            .context("opening a UDP socket")?;
+        socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("cannot reach udp {addr}"))?;
+        Transport::Udp(socket)
+    };
+
+    let mut tracker = Tracker::new(args.expect.into(), args.timeout);
+    let mut buf = vec![0u8; DATAGRAM_BUFFER_BYTES];
+    let started = Instant::now();
+    let mut next_send = started;
+    let mut next_seq = 1u64;
+    let mut errors = 0u64;
+    let mut interrupted = false;
+    let mut closed = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    loop {
+        let all_sent = args.count != 0 && next_seq > args.count;
+        if (all_sent || closed) && tracker.waiting() == 0 {
+            break;
+        }
+        let deadline = tracker.next_deadline().map(Instant::from_std);
+        let wake = tokio::select! {
+            biased;
+            _ = &mut ctrl_c => Wake::Interrupted,
+            _ = sleep_until(deadline.unwrap_or(started)), if deadline.is_some() => Wake::Deadline,
+            _ = sleep_until(next_send), if !all_sent && !closed => Wake::Send,
+            wake = transport.receive(&mut buf), if !closed => wake,
+        };
+        match wake {
+            Wake::Interrupted => {
+                interrupted = true;
+                break;
+            }
+            Wake::Send => {
+                let seq = next_seq;
+                next_seq += 1;
+                next_send += args.interval;
+                let bytes = probe(seq, unix_now(), args.size);
+                match transport.send(&bytes).await {
+                    Ok(()) => tracker.on_sent(seq, bytes, Instant::now().into_std()),
+                    Err(e) => {
+                        errors += 1;
+                        if verbose {
+                            writeln!(out, "seq={seq}: not sent: {e}")?;
+                        }
+                    }
+                }
+            }
+            Wake::Replies(replies) => {
+                let now = Instant::now().into_std();
+                for reply in replies {
+                    let event = tracker.on_reply(&reply, now);
+                    if verbose {
+                        writeln!(out, "{}", describe(&event, &reply, addr, &args))?;
+                    }
+                }
+            }
+            Wake::ReceiveError(e) => {
+                errors += 1;
+                if verbose {
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        writeln!(out, "From {addr}: port unreachable (nothing listening)")?;
+                    } else {
+                        writeln!(out, "From {addr}: {e}")?;
+                    }
+                }
+                if args.tcp {
+                    closed = true;
+                }
+            }
+            Wake::Closed => {
+                closed = true;
+                if text {
+                    writeln!(out, "connection closed by {addr}")?;
+                }
+            }
+            Wake::Deadline => {
+                for seq in tracker.expire(Instant::now().into_std()) {
+                    if verbose {
+                        writeln!(out, "Request timed out: seq={seq}")?;
+                    }
+                }
+            }
+        }
+    }
+
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    let report = tracker.report();
+    if args.json {
+        let doc = JsonReport {
+            host: &args.host,
+            address: addr,
+            protocol,
+            probe_bytes,
+            connect_ms,
+            time_ms: elapsed_ms,
+            interrupted,
+            errors,
+            report: &report,
+        };
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", summary(&args.host, &report, errors, elapsed_ms))?;
+    }
+    out.flush()?;
+    Ok(if report.counts.received > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// One line about one reply, in the style of ping(8).
+fn describe(event: &ReplyEvent, reply: &[u8], addr: SocketAddr, args: &Args) -> String {
+    let mut line = format!("{} bytes from {addr}:", reply.len());
+    match (event.seq, event.rtt) {
+        (Some(seq), Some(rtt)) => {
+            let _ = write!(line, " seq={seq} time={:.3} ms", rtt.as_secs_f64() * 1e3);
+        }
+        _ => {
+            let _ = write!(line, " unexpected reply {}", shown(reply));
+            return line;
+        }
+    }
+    match event.verdict {
+        Verdict::Reply | Verdict::Unexpected => {}
+        Verdict::Duplicate => line.push_str(" (DUP!)"),
+        Verdict::Late => {
+            let _ = write!(
+                line,
+                " (late: after the {} timeout)",
+                humantime::format_duration(args.timeout)
+            );
+        }
+        Verdict::Corrupted => {
+            let _ = write!(line, " (wrong reply: {})", shown(reply));
+        }
+    }
+    if event.reordered {
+        line.push_str(" (reordered)");
+    }
+    line
+}
+
+/// A reply's bytes for a message: escaped, and cut after 48 bytes.
+fn shown(bytes: &[u8]) -> String {
+    let cut = bytes.len() > 48;
+    let mut text = bytes[..bytes.len().min(48)].escape_ascii().to_string();
+    if cut {
+        text.push_str("...");
+    }
+    format!("\"{text}\"")
+}
+
+/// The closing summary, in the style of iputils ping.
+fn summary(host: &str, report: &Report, errors: u64, elapsed_ms: f64) -> String {
+    let c = &report.counts;
+    let mut text = format!(
+        "\n--- {host} ping statistics ---\n{} packets transmitted, {} received",
+        c.transmitted, c.received
+    );
+    for (n, what) in [
+        (c.duplicates, "duplicates"),
+        (c.late, "late"),
+        (c.reordered, "reordered"),
+        (c.corrupted, "corrupted"),
+        (c.unexpected, "unexpected"),
+        (errors, "errors"),
+    ] {
+        if n > 0 {
+            let _ = write!(text, ", +{n} {what}");
+        }
+    }
+    let _ = writeln!(
+        text,
+        ", {}% packet loss, time {:.0}ms",
+        format_percent(report.loss_percent),
+        elapsed_ms
+    );
+    if let Some(r) = &report.rtt {
+        let _ = writeln!(
+            text,
+            "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms",
+            r.min_ms, r.avg_ms, r.max_ms, r.mdev_ms
+        );
+        let _ = writeln!(
+            text,
+            "rtt p50/p90/p99 = {:.3}/{:.3}/{:.3} ms, jitter {:.3} ms",
+            r.p50_ms, r.p90_ms, r.p99_ms, r.jitter_ms
+        );
+    }
+    text
+}
+
+/// `30`, `33.3333`: like ping(8)'s `%g`, at most 6 significant digits.
+fn format_percent(p: f64) -> String {
+    let text = format!("{p:.4}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_print_like_ping() {
+        assert_eq!(format_percent(0.0), "0");
+        assert_eq!(format_percent(30.0), "30");
+        assert_eq!(format_percent(100.0 / 3.0), "33.3333");
+    }
+
+    #[test]
+    fn intervals_take_seconds_or_units() {
+        assert_eq!(parse_seconds("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_seconds("150ms"), Ok(Duration::from_millis(150)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+}
