@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Netns, Server, assert_success, run_with_input};
+use serde_json::Value;
 
 #[test]
 #[ignore = "needs root and ip netns; run by .ci/run"]
@@ -25,4 +26,61 @@ fn starts_and_serves_where_ipv6_is_disabled() {
     }
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root, ip netns and nft; run by .ci/run"]
+fn ping_reports_the_loss_an_nftables_rule_causes_on_a_real_path() {
+    let (server_ns, client_ns) = Netns::pair("loss");
+    let mut command = server_ns.command(env!("CARGO_BIN_EXE_upcase"));
+    command.args(["server", "--udp", "--listen", "10.203.0.1", "--port", "0"]);
+    let server = Server::spawn_command(command);
+    let port = server.port();
+    // Drop 30% of the probes arriving at the server, at random, counting them.
+    server_ns.exec_sh(&format!(
+        "nft add table inet loss && \
+         nft add chain inet loss input {{ type filter hook input priority 0 \\; policy accept \\; }} && \
+         nft add rule inet loss input udp dport {port} numgen random mod 1000 \\< 300 counter drop"
+    ));
+    const PROBES: u64 = 400;
+    let mut ping = client_ns.command(env!("CARGO_BIN_EXE_upcase"));
+    ping.args([
+        "ping",
+        "10.203.0.1",
+        "-p",
+        &port.to_string(),
+        "-c",
+        &PROBES.to_string(),
+    ]);
+    ping.args(["-i", "0.002", "-W", "0.5", "--json", "-q"]);
+    let out = run_with_input(ping, b"");
+    assert_success(&out);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |key: &str| doc[key].as_u64().unwrap();
+
+    let rules = server_ns.output("nft list table inet loss");
+    let dropped: u64 = rules
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {rules}"));
+
+    // Exactly the packets the rule dropped were reported lost, and nothing
+    // was misattributed.
+    assert_eq!(count("transmitted"), PROBES);
+    assert_eq!(count("lost"), dropped, "{doc}");
+    assert_eq!(count("received") + count("lost"), PROBES, "{doc}");
+    for key in ["late", "duplicates", "corrupted", "unexpected", "errors"] {
+        assert_eq!(count(key), 0, "{key}: {doc}");
+    }
+    // And the rule did what it says: the drops are binomial(400, 0.3), mean
+    // 120, standard deviation 9.2; 5 standard deviations either side fails
+    // by chance about once in 1.7 million runs.
+    let sigma = (PROBES as f64 * 0.3 * 0.7).sqrt();
+    let mean = PROBES as f64 * 0.3;
+    assert!(
+        (dropped as f64 - mean).abs() <= 5.0 * sigma,
+        "{dropped} drops of {PROBES} at 30%"
+    );
 }

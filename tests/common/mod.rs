@@ -243,7 +243,19 @@ pub fn python(script: &str, args: &[&str]) -> Command {
 /// Starts a textbook python3 server (`textbook_udp_server.py` or
 /// `textbook_tcp_server.py`) on a free port and returns it with its port.
 pub fn start_textbook_server(script: &str) -> (KillOnDrop, u16) {
-    let mut child = python(script, &["0"])
+    let (server, port, _) = start_python_server(script, &[]);
+    (server, port)
+}
+
+/// Starts a python3 server from `tests/peers/` on a free port (`0`, then
+/// `args`); returns it, its port, and the lines it prints after that.
+pub fn start_python_server(
+    script: &str,
+    args: &[&str],
+) -> (KillOnDrop, u16, mpsc::Receiver<String>) {
+    let mut all = vec!["0"];
+    all.extend_from_slice(args);
+    let mut child = python(script, &all)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -252,15 +264,17 @@ pub fn start_textbook_server(script: &str) -> (KillOnDrop, u16) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines.next();
-        let port = lines.next();
-        let _ = tx.send((ready, port));
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    let (ready, port) = rx.recv_timeout(PATIENCE).expect("python server started");
-    assert_eq!(ready.unwrap().unwrap(), "The server is ready to receive");
-    let port = port.unwrap().unwrap().parse().unwrap();
-    (KillOnDrop(child), port)
+    let ready = rx.recv_timeout(PATIENCE).expect("python server started");
+    assert_eq!(ready, "The server is ready to receive");
+    let port = rx.recv_timeout(PATIENCE).unwrap().parse().unwrap();
+    (KillOnDrop(child), port, rx)
 }
 
 /// A child process killed when dropped.
@@ -300,6 +314,43 @@ impl Netns {
         let netns = Netns { name };
         netns.exec_sh("ip link set lo up");
         netns
+    }
+
+    /// Two namespaces joined by a veth pair: the first is 10.203.0.1/24 and
+    /// the second 10.203.0.2/24, addresses that exist only inside them.
+    pub fn pair(tag: &str) -> (Netns, Netns) {
+        let a = Netns::new(&format!("{tag}-a"));
+        let b = Netns::new(&format!("{tag}-b"));
+        // Interface names are at most 15 bytes and must be unique while
+        // they are created in this namespace.
+        let id = std::process::id() % 100_000;
+        let (va, vb) = (format!("u{tag:.3}a{id}"), format!("u{tag:.3}b{id}"));
+        sh(&format!("ip link add {va} type veth peer name {vb}"));
+        sh(&format!(
+            "ip link set {va} netns {} && ip link set {vb} netns {}",
+            a.name, b.name
+        ));
+        a.exec_sh(&format!(
+            "ip addr add 10.203.0.1/24 dev {va} && ip link set {va} up"
+        ));
+        b.exec_sh(&format!(
+            "ip addr add 10.203.0.2/24 dev {vb} && ip link set {vb} up"
+        ));
+        (a, b)
+    }
+
+    /// Runs a shell command inside the namespace and returns its stdout.
+    pub fn output(&self, script: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", script])
+            .output()
+            .expect("ip netns exec");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// A command that runs `program` inside the namespace.
