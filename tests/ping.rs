@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use common::{PATIENCE, Server, run_with_input, start_python_server, upcase};
 use serde_json::Value;
