@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use upcase::Transform;
-use upcase::server::{self, Config, DEFAULT_PORT, Stats};
+use upcase::server::{self, AccessList, Config, DEFAULT_PORT, Stats};
 
 /// Options of `upcase server`.
 #[derive(Debug, clap::Args)]
@@ -45,6 +45,24 @@ pub struct Args {
     /// At most this many open TCP connections; more are told "busy" and closed
     #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
     max_connections: usize,
+    /// At most this many open TCP connections from one address
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections_per_source)]
+    max_connections_per_source: usize,
+    /// UDP datagrams answered per second per /24 (IPv4) or /64 (IPv6) source network; 0: no limit
+    #[arg(long, value_name = "N", default_value_t = Config::default().udp_rate_limit)]
+    udp_rate_limit: u32,
+    /// Source networks the UDP rate limiter tracks at most (per socket)
+    #[arg(long, value_name = "N", default_value_t = Config::default().udp_rate_table_entries)]
+    udp_rate_table_entries: usize,
+    /// Apply the per-source limits to loopback sources too (exempt by default)
+    #[arg(long)]
+    limit_loopback: bool,
+    /// Serve only these networks (CIDR, e.g. 10.0.0.0/8); repeatable
+    #[arg(long, value_name = "CIDR")]
+    allow: Vec<ipnet::IpNet>,
+    /// Never serve these networks (CIDR); repeatable; wins over --allow
+    #[arg(long, value_name = "CIDR")]
+    deny: Vec<ipnet::IpNet>,
     /// Pending-connection queue length of each TCP listener
     #[arg(long, value_name = "N", default_value_t = Config::default().listen_backlog)]
     listen_backlog: u32,
@@ -112,6 +130,14 @@ impl Args {
             idle_timeout: self.idle_timeout.into(),
             write_timeout: self.write_timeout.into(),
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            udp_rate_limit: self.udp_rate_limit,
+            udp_rate_table_entries: self.udp_rate_table_entries,
+            limit_loopback: self.limit_loopback,
+            access: AccessList {
+                allow: self.allow.clone(),
+                deny: self.deny.clone(),
+            },
             listen_backlog: self.listen_backlog,
             shutdown_timeout: self.shutdown_timeout.into(),
             drop_rate: self.drop_rate,
@@ -194,11 +220,16 @@ fn log_summary(stats: &Stats) {
     tracing::info!(
         tcp_connections = Stats::get(&stats.tcp_connections),
         tcp_refused_busy = Stats::get(&stats.tcp_refused_busy),
+        tcp_refused_per_source = Stats::get(&stats.tcp_refused_per_source),
+        tcp_refused_denied = Stats::get(&stats.tcp_refused_denied),
         tcp_bytes_in = Stats::get(&stats.tcp_bytes_in),
         tcp_bytes_out = Stats::get(&stats.tcp_bytes_out),
         udp_datagrams_in = Stats::get(&stats.udp_datagrams_in),
         udp_datagrams_out = Stats::get(&stats.udp_datagrams_out),
         udp_send_errors = Stats::get(&stats.udp_send_errors),
+        udp_refused_source = Stats::get(&stats.udp_refused_source),
+        udp_refused_denied = Stats::get(&stats.udp_refused_denied),
+        udp_rate_limited = Stats::get(&stats.udp_rate_limited),
         udp_dropped_simulated = Stats::get(&stats.udp_dropped_simulated),
         "stopped"
     );

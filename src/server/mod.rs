@@ -8,6 +8,10 @@
 //! wait for replies in flight, up to [`Config::shutdown_timeout`].
 
 mod bind;
+pub mod fdlimit;
+pub mod guard;
+mod ratelimit;
+mod sources;
 mod stats;
 mod tcp;
 mod throttle;
@@ -22,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use bind::{BindError, Listeners, bind};
+pub use guard::AccessList;
 pub use stats::Stats;
 
 use crate::transform::Transform;
@@ -51,8 +56,28 @@ pub struct Config {
     /// reply waits to be written is closed. Default: 30 s.
     pub write_timeout: Duration,
     /// Open TCP connections at most; more are accepted and closed at once
-    /// with a one-line error. Default: 1024.
+    /// with a one-line error. Lowered at start to fit the open-file limit
+    /// (less [`fdlimit::RESERVED_FDS`]). Default: 1024.
     pub max_connections: usize,
+    /// Open TCP connections from one source address at most (nginx's
+    /// `limit_conn`); more are refused like those over `max_connections`.
+    /// Default: 64.
+    pub max_connections_per_source: usize,
+    /// UDP datagrams answered per second per source network (/24 for IPv4,
+    /// /64 for IPv6), in bursts of one second's worth; the rest are dropped
+    /// and counted. 0 turns the limit off. Default: 200.
+    pub udp_rate_limit: u32,
+    /// Source networks the UDP rate limiter tracks at most, per socket;
+    /// beyond that, new networks share one bucket. Default: 65,536.
+    pub udp_rate_table_entries: usize,
+    /// Apply the per-source limits (`max_connections_per_source`,
+    /// `udp_rate_limit`) to loopback sources too. Off by default: local tests
+    /// and benchmarks run there, and loopback cannot be forged from off the
+    /// host. Default: false.
+    pub limit_loopback: bool,
+    /// `--allow` / `--deny` networks, for both protocols. Default: empty
+    /// (everyone allowed).
+    pub access: AccessList,
     /// The pending-connection queue of each TCP listener (`listen(2)`'s
     /// backlog; the kernel caps it at `net.core.somaxconn`). Default: 1024.
     pub listen_backlog: u32,
@@ -79,6 +104,11 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_source: 64,
+            udp_rate_limit: 200,
+            udp_rate_table_entries: 65_536,
+            limit_loopback: false,
+            access: AccessList::default(),
             listen_backlog: 1024,
             shutdown_timeout: Duration::from_secs(25),
             drop_rate: 0.0,
@@ -101,14 +131,24 @@ pub fn default_listen(port: u16) -> Vec<SocketAddr> {
 ///
 /// Must be called within a tokio runtime with I/O and time enabled.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> std::io::Result<Arc<Stats>> {
+    let fd_cap = fdlimit::max_connections_for(fdlimit::soft_limit()?);
+    if config.max_connections > fd_cap {
+        tracing::warn!(
+            asked = config.max_connections,
+            max_connections = fd_cap,
+            "lowering the connection cap to fit the open-file limit"
+        );
+        config.max_connections = fd_cap;
+    }
     let config = Arc::new(config);
     let stats = Arc::new(Stats::default());
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_source = sources::SourceCounts::new(config.max_connections_per_source);
 
     for listener in listeners.tcp {
         let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -117,6 +157,7 @@ pub async fn run(
             config: config.clone(),
             stats: stats.clone(),
             slots: slots.clone(),
+            per_source: per_source.clone(),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
         };
@@ -135,11 +176,17 @@ pub async fn run(
         // One generator per socket: the pattern on each is reproducible
         // whatever the traffic on the others.
         let loss = udp::Loss::new(config.drop_rate, drop_seed.wrapping_add(index as u64));
+        let limiter = ratelimit::SourceLimiter::new(
+            config.udp_rate_limit,
+            config.udp_rate_table_entries,
+            std::time::Instant::now(),
+        );
         tracker.spawn(udp::serve(
             socket,
             config.clone(),
             stats.clone(),
             loss,
+            limiter,
             shutdown.clone(),
         ));
     }

@@ -9,6 +9,10 @@ pub struct Stats {
     pub tcp_connections: AtomicU64,
     /// TCP connections refused because [`super::Config::max_connections`] were open.
     pub tcp_refused_busy: AtomicU64,
+    /// TCP connections refused by [`super::Config::max_connections_per_source`].
+    pub tcp_refused_per_source: AtomicU64,
+    /// TCP connections refused by the access list.
+    pub tcp_refused_denied: AtomicU64,
     /// TCP connections closed by [`super::Config::idle_timeout`].
     pub tcp_idle_closed: AtomicU64,
     /// TCP connections closed by [`super::Config::write_timeout`].
@@ -33,6 +37,14 @@ pub struct Stats {
     pub udp_recv_errors: AtomicU64,
     /// Replies that could not be sent (too large, refused by the kernel).
     pub udp_send_errors: AtomicU64,
+    /// Datagrams not answered because of their source (port 0, below 1024,
+    /// the server's own port, not unicast): the reflection guard.
+    pub udp_refused_source: AtomicU64,
+    /// Datagrams not answered because of the access list.
+    pub udp_refused_denied: AtomicU64,
+    /// Datagrams not answered because their network exceeded
+    /// [`super::Config::udp_rate_limit`].
+    pub udp_rate_limited: AtomicU64,
     /// Datagrams dropped on purpose by [`super::Config::drop_rate`].
     pub udp_dropped_simulated: AtomicU64,
 }

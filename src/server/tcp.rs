@@ -19,6 +19,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::guard;
+use super::sources::SourceCounts;
 use super::throttle::Throttle;
 use super::{Config, Stats};
 use crate::protocol::StreamReplier;
@@ -38,6 +40,10 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// What a refused client is told before its connection is closed.
 const BUSY_LINE: &[u8] = b"upcase: server busy, too many connections; try again later\n";
 
+/// What a client over its per-source cap is told.
+const SOURCE_BUSY_LINE: &[u8] =
+    b"upcase: too many connections from your address; try again later\n";
+
 thread_local! {
     static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_BYTES]);
 }
@@ -48,6 +54,7 @@ pub(super) struct Acceptor {
     pub config: Arc<Config>,
     pub stats: Arc<Stats>,
     pub slots: Arc<Semaphore>,
+    pub per_source: Arc<SourceCounts>,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
 }
@@ -56,6 +63,7 @@ impl Acceptor {
     pub async fn run(self) {
         let mut backoff = MIN_ACCEPT_BACKOFF;
         let mut busy_log = Throttle::new(Duration::from_secs(1));
+        let mut refusal_log = Throttle::new(Duration::from_secs(1));
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -85,18 +93,32 @@ impl Acceptor {
                     continue;
                 }
             };
+            if !self.config.access.permits(peer.ip()) {
+                Stats::add(&self.stats.tcp_refused_denied, 1);
+                if let Some(suppressed) = refusal_log.allow(Instant::now()) {
+                    tracing::warn!(%peer, suppressed, "refusing connection: denied by access list");
+                }
+                continue; // Closed without a word, as a firewall would.
+            }
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 Stats::add(&self.stats.tcp_refused_busy, 1);
                 if let Some(suppressed) = busy_log.allow(Instant::now()) {
                     tracing::warn!(%peer, max_connections = self.config.max_connections, suppressed, "refusing connection: server busy");
                 }
-                // Best effort, never blocking the accept loop: the line fits
-                // in any socket's empty send buffer.
-                let _ = stream.try_write(BUSY_LINE);
-                // Closing with unread bytes would send a reset, which can
-                // destroy the line before the client reads it.
-                let mut discard = [0u8; 1024];
-                while matches!(stream.try_read(&mut discard), Ok(n) if n > 0) {}
+                refuse(&stream, BUSY_LINE);
+                continue;
+            };
+            let exempt = !self.config.limit_loopback && guard::canonical(peer.ip()).is_loopback();
+            let source_slot = if exempt {
+                None
+            } else if let Some(source_slot) = self.per_source.try_acquire(peer.ip()) {
+                Some(source_slot)
+            } else {
+                Stats::add(&self.stats.tcp_refused_per_source, 1);
+                if let Some(suppressed) = refusal_log.allow(Instant::now()) {
+                    tracing::warn!(%peer, max_connections_per_source = self.config.max_connections_per_source, suppressed, "refusing connection: too many from this address");
+                }
+                refuse(&stream, SOURCE_BUSY_LINE);
                 continue;
             };
             Stats::add(&self.stats.tcp_connections, 1);
@@ -109,10 +131,21 @@ impl Acceptor {
             };
             self.tracker.spawn(async move {
                 connection.serve().await;
-                drop(slot);
+                drop((slot, source_slot));
             });
         }
     }
+}
+
+/// Tells a refused client why in one line and lets the connection close.
+fn refuse(stream: &TcpStream, line: &[u8]) {
+    // Best effort, never blocking the accept loop: the line fits in any
+    // socket's empty send buffer.
+    let _ = stream.try_write(line);
+    // Closing with unread bytes would send a reset, which can destroy the
+    // line before the client reads it.
+    let mut discard = [0u8; 1024];
+    while matches!(stream.try_read(&mut discard), Ok(n) if n > 0) {}
 }
 
 /// Errors from `accept(2)` that concern only the connection being accepted.

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::{self, Refusal};
+use super::ratelimit::SourceLimiter;
 use super::throttle::Throttle;
 use super::{Config, Stats};
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, reply_to_datagram};
@@ -45,8 +47,11 @@ pub(super) async fn serve(
     config: Arc<Config>,
     stats: Arc<Stats>,
     mut loss: Loss,
+    mut limiter: SourceLimiter,
     shutdown: CancellationToken,
 ) {
+    let own_port = socket.local_addr().map_or(0, |a| a.port());
+    let mut refusal_log = Throttle::new(Duration::from_secs(1));
     let mut request = vec![0u8; DATAGRAM_BUFFER_BYTES];
     let mut reply = Vec::new();
     let mut recv_log = Throttle::new(Duration::from_secs(1));
@@ -70,6 +75,32 @@ pub(super) async fn serve(
         };
         Stats::add(&stats.udp_datagrams_in, 1);
         Stats::add(&stats.udp_bytes_in, len as u64);
+        let refusal = guard::check_udp_source(peer, own_port).and_then(|()| {
+            if config.access.permits(peer.ip()) {
+                Ok(())
+            } else {
+                Err(Refusal::Denied)
+            }
+        });
+        if let Err(refusal) = refusal {
+            let counter = match refusal {
+                Refusal::Denied => &stats.udp_refused_denied,
+                _ => &stats.udp_refused_source,
+            };
+            Stats::add(counter, 1);
+            if let Some(suppressed) = refusal_log.allow(Instant::now()) {
+                tracing::warn!(%peer, reason = refusal.name(), suppressed, "UDP datagram not answered");
+            }
+            continue;
+        }
+        let exempt = !config.limit_loopback && guard::canonical(peer.ip()).is_loopback();
+        if config.udp_rate_limit > 0 && !exempt && !limiter.allow(peer.ip(), Instant::now()) {
+            Stats::add(&stats.udp_rate_limited, 1);
+            if let Some(suppressed) = refusal_log.allow(Instant::now()) {
+                tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
+            }
+            continue;
+        }
         if loss.drop_next() {
             Stats::add(&stats.udp_dropped_simulated, 1);
             continue;
