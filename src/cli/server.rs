@@ -154,6 +154,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.max_connections > 0,
         "--max-connections must be at least 1"
     );
+    anyhow::ensure!(
+        config.max_connections_per_source > 0,
+        "--max-connections-per-source must be at least 1"
+    );
+    match server::fdlimit::raise_to_hard_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let threads = match args.threads {
         Some(0) => anyhow::bail!("--threads must be at least 1"),
         Some(n) => n,

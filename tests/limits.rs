@@ -1,0 +1,292 @@
+//! Each limit: hit it, check the documented behaviour, and check that the
+//! server still serves everyone else.
+//!
+//! "No reply" is checked without waiting on a clock: the refused datagram is
+//! sent first, then a normal one to the same server socket; the server reads
+//! its queue in order, so once the normal reply is back, the refused datagram
+//! has been dealt with, and its sender's socket must hold nothing.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Server, upcase};
+
+fn udp_from(local: &str, server: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind(local).unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+}
+
+fn request(socket: &UdpSocket, datagram: &[u8]) -> Vec<u8> {
+    socket.send(datagram).unwrap();
+    let mut buf = [0; 2048];
+    let n = socket.recv(&mut buf).expect("a reply");
+    buf[..n].to_vec()
+}
+
+fn assert_nothing_waiting(socket: &UdpSocket) {
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0; 2048];
+    match socket.recv(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("expected no reply, got {other:?}"),
+    }
+}
+
+/// The value of `name=N` in the server's final log line.
+fn counter(stderr: &str, name: &str) -> u64 {
+    stderr
+        .split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {stderr}"))
+}
+
+#[test]
+fn no_reply_to_a_source_on_the_servers_own_port() {
+    let server = Server::start(&["--udp"]);
+    let port = server.port();
+    // Another "server" on the same port at another loopback address.
+    let twin = udp_from(&format!("127.0.0.2:{port}"), server.udp4());
+    twin.send(b"would loop").unwrap();
+    let client = udp_from("127.0.0.1:0", server.udp4());
+    assert_eq!(request(&client, b"fine"), b"FINE");
+    assert_nothing_waiting(&twin);
+    let (_, stderr) = server.stop();
+    assert_eq!(counter(&stderr, "udp_refused_source"), 1);
+    assert!(
+        stderr.contains("source port is the server's own"),
+        "{stderr}"
+    );
+}
+
+#[test]
+#[ignore = "binds a port below 1024: needs root; run by .ci/run"]
+fn no_reply_to_a_service_port() {
+    let server = Server::start(&["--udp"]);
+    // The classic loop partners: echo (7) and chargen (19).
+    let echo = udp_from("127.0.0.1:7", server.udp4());
+    let chargen = udp_from("127.0.0.1:19", server.udp4());
+    echo.send(b"x").unwrap();
+    chargen.send(b"x").unwrap();
+    let client = udp_from("127.0.0.1:0", server.udp4());
+    assert_eq!(request(&client, b"fine"), b"FINE");
+    assert_nothing_waiting(&echo);
+    assert_nothing_waiting(&chargen);
+    let (_, stderr) = server.stop();
+    assert_eq!(counter(&stderr, "udp_refused_source"), 2);
+}
+
+#[test]
+#[ignore = "forges a source address with a raw socket: needs root; run by .ci/run"]
+fn a_forged_datagram_between_two_servers_does_not_loop() {
+    // Two servers on the same port, as two hosts running upcase would be. A
+    // datagram forged to come from one and sent to the other would bounce
+    // between them forever without the guard.
+    let a = Server::start(&["--udp", "--listen", "127.0.0.1", "--transform", "echo"]);
+    let port = a.port().to_string();
+    let mut b = upcase();
+    b.args([
+        "server",
+        "--udp",
+        "--listen",
+        "127.0.0.2",
+        "--port",
+        &port,
+        "--transform",
+        "echo",
+    ]);
+    let b = Server::spawn_command(b);
+    let (a_addr, b_addr) = (a.udp4(), b.udp4());
+    send_forged(b_addr, a_addr, b"ping-pong");
+    // Let a loop get going if it is going to, by round trips rather than time.
+    let client = udp_from("127.0.0.1:0", a_addr);
+    for _ in 0..20 {
+        assert_eq!(request(&client, b"x"), b"x");
+    }
+    let (_, a_log) = a.stop();
+    let (_, b_log) = b.stop();
+    assert_eq!(counter(&a_log, "udp_refused_source"), 1, "{a_log}");
+    assert_eq!(counter(&a_log, "udp_datagrams_out"), 20, "{a_log}");
+    assert_eq!(counter(&b_log, "udp_datagrams_in"), 0, "{b_log}");
+}
+
+/// Sends a UDP datagram with a forged source, through a raw IPv4 socket.
+fn send_forged(from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+        panic!("IPv4 only")
+    };
+    let total = 20 + 8 + payload.len();
+    let mut packet = Vec::with_capacity(total);
+    // IPv4 header; the kernel fills in the checksum (IP_HDRINCL).
+    packet.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8]);
+    packet.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    packet.extend_from_slice(&from.ip().octets());
+    packet.extend_from_slice(&to.ip().octets());
+    // UDP header, checksum 0 (none, allowed over IPv4).
+    let udp_len = 8 + payload.len();
+    packet.extend_from_slice(&from.port().to_be_bytes());
+    packet.extend_from_slice(&to.port().to_be_bytes());
+    packet.extend_from_slice(&[(udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    packet.extend_from_slice(payload);
+    // IPPROTO_RAW implies IP_HDRINCL.
+    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).unwrap();
+    raw.send_to(&packet, &SocketAddr::V4(to).into()).unwrap();
+}
+
+#[test]
+fn the_udp_rate_limit_holds_a_flood_to_its_rate_and_serves_other_networks() {
+    let server = Server::start(&["--udp", "--limit-loopback", "--udp-rate-limit", "5"]);
+    let flooder = udp_from("127.0.0.1:0", server.udp4());
+    let started = Instant::now();
+    for i in 0..100 {
+        flooder.send(format!("flood {i}").as_bytes()).unwrap();
+    }
+    // Another /24 is served during the flood.
+    let other = udp_from("127.0.1.1:0", server.udp4());
+    assert_eq!(request(&other, b"other network"), b"OTHER NETWORK");
+    // Collect the flood's replies until 200 ms pass with none.
+    flooder
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut replies = 0u64;
+    let mut buf = [0; 64];
+    while flooder.recv(&mut buf).is_ok() {
+        replies += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // A burst of 5, then 5 a second for as long as this took (an upper bound
+    // from the time measured, not an assertion about speed).
+    let most = 5 + (5.0 * elapsed).ceil() as u64;
+    assert!(
+        (5..=most).contains(&replies),
+        "{replies} replies in {elapsed:.2}s"
+    );
+    let (_, stderr) = server.stop();
+    assert_eq!(
+        counter(&stderr, "udp_rate_limited"),
+        100 - replies,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn loopback_is_exempt_from_per_source_limits_by_default() {
+    let server = Server::start(&["--udp", "--udp-rate-limit", "1"]);
+    let client = udp_from("127.0.0.1:0", server.udp4());
+    for _ in 0..20 {
+        assert_eq!(request(&client, b"x"), b"X");
+    }
+}
+
+fn connect(addr: SocketAddr, local_ip: &str) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    let local: SocketAddr = format!("{local_ip}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+fn echo_once(stream: &mut TcpStream, text: &[u8]) -> Vec<u8> {
+    stream.write_all(text).unwrap();
+    let mut buf = vec![0; text.len()];
+    stream.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn the_per_source_connection_cap_refuses_with_a_line_and_serves_other_sources() {
+    let server = Server::start(&[
+        "--tcp",
+        "--listen",
+        "127.0.0.1",
+        "--limit-loopback",
+        "--max-connections-per-source",
+        "2",
+    ]);
+    let addr = server.tcp4();
+    let mut first = connect(addr, "127.0.0.1");
+    let mut second = connect(addr, "127.0.0.1");
+    assert_eq!(echo_once(&mut first, b"a"), b"A");
+    assert_eq!(echo_once(&mut second, b"b"), b"B");
+    let mut third = connect(addr, "127.0.0.1");
+    let mut line = String::new();
+    third.read_to_string(&mut line).unwrap();
+    assert_eq!(
+        line,
+        "upcase: too many connections from your address; try again later\n"
+    );
+    let mut elsewhere = connect(addr, "127.0.0.2");
+    assert_eq!(echo_once(&mut elsewhere, b"c"), b"C");
+    drop(first);
+    let (_, stderr) = server.stop();
+    assert_eq!(counter(&stderr, "tcp_refused_per_source"), 1);
+}
+
+#[test]
+fn deny_and_allow_apply_to_both_protocols() {
+    let server = Server::start(&["--listen", "127.0.0.1", "--deny", "127.0.0.2/32"]);
+    // UDP: the denied source gets nothing, others are served.
+    let denied = udp_from("127.0.0.2:0", server.udp4());
+    denied.send(b"let me in").unwrap();
+    let client = udp_from("127.0.0.1:0", server.udp4());
+    assert_eq!(request(&client, b"fine"), b"FINE");
+    assert_nothing_waiting(&denied);
+    // TCP: closed without a word.
+    let mut refused = connect(server.tcp4(), "127.0.0.2");
+    let mut got = Vec::new();
+    let _ = refused.read_to_end(&mut got);
+    assert!(got.is_empty());
+    let mut fine = connect(server.tcp4(), "127.0.0.3");
+    assert_eq!(echo_once(&mut fine, b"ok"), b"OK");
+    let (_, stderr) = server.stop();
+    assert_eq!(counter(&stderr, "udp_refused_denied"), 1);
+    assert_eq!(counter(&stderr, "tcp_refused_denied"), 1);
+
+    let server = Server::start(&["--tcp", "--listen", "127.0.0.1", "--allow", "127.0.0.1/32"]);
+    let mut outside = connect(server.tcp4(), "127.0.0.9");
+    let mut got = Vec::new();
+    let _ = outside.read_to_end(&mut got);
+    assert!(got.is_empty());
+    let mut inside = connect(server.tcp4(), "127.0.0.1");
+    assert_eq!(echo_once(&mut inside, b"in"), b"IN");
+}
+
+#[test]
+fn raises_the_fd_limit_and_keeps_the_connection_cap_under_it() {
+    // Soft limit 64, hard 128: the server raises its soft limit to 128 and
+    // lowers the asked cap of 1000 to 128 less the 32 it keeps in reserve.
+    let mut command = std::process::Command::new("prlimit");
+    command.args(["--nofile=64:128", env!("CARGO_BIN_EXE_upcase")]);
+    command.args(["server", "--tcp", "--port", "0", "--listen", "127.0.0.1"]);
+    command.args(["--max-connections", "1000"]);
+    let server = Server::spawn_command(command);
+    let addr = server.tcp4();
+    let mut open = Vec::new();
+    for _ in 0..96 {
+        let mut stream = connect(addr, "127.0.0.1");
+        assert_eq!(echo_once(&mut stream, b"x"), b"X");
+        open.push(stream);
+    }
+    let mut refused = connect(addr, "127.0.0.1");
+    let mut line = String::new();
+    refused.read_to_string(&mut line).unwrap();
+    assert!(line.starts_with("upcase: server busy"), "{line:?}");
+    drop(open);
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("max_connections=96"), "{stderr}");
+}
