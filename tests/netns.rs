@@ -84,3 +84,45 @@ fn ping_reports_the_loss_an_nftables_rule_causes_on_a_real_path() {
         "{dropped} drops of {PROBES} at 30%"
     );
 }
+
+#[test]
+#[ignore = "needs root, ip netns and nft; run by .ci/run"]
+fn the_udp_client_delivers_every_line_in_order_over_thirty_percent_loss() {
+    let (server_ns, client_ns) = Netns::pair("cli");
+    let mut command = server_ns.command(env!("CARGO_BIN_EXE_upcase"));
+    command.args(["server", "--udp", "--listen", "10.203.0.1", "--port", "0"]);
+    let server = Server::spawn_command(command);
+    let port = server.port();
+    // 30% of the requests and 30% of the replies are lost, at random.
+    server_ns.exec_sh(&format!(
+        "nft add table inet loss && \
+         nft add chain inet loss input {{ type filter hook input priority 0 \\; policy accept \\; }} && \
+         nft add chain inet loss output {{ type filter hook output priority 0 \\; policy accept \\; }} && \
+         nft add rule inet loss input udp dport {port} numgen random mod 1000 \\< 300 counter drop && \
+         nft add rule inet loss output udp sport {port} numgen random mod 1000 \\< 300 counter drop"
+    ));
+    let lines: Vec<String> = (0..60)
+        .map(|i| format!("line {i}: straße {}", "x".repeat(i * 7)))
+        .collect();
+    let input = lines.join("\n") + "\n";
+    let want = lines
+        .iter()
+        .map(|l| l.to_uppercase() + "\n")
+        .collect::<String>();
+    let mut client = client_ns.command(env!("CARGO_BIN_EXE_upcase"));
+    // A try succeeds with probability 0.7 x 0.7 = 0.49; 21 tries fail for a
+    // line with probability 0.51^21, under 1 in a million.
+    client.args(["client", "10.203.0.1", "--udp", "--port", &port.to_string()]);
+    client.args(["--timeout", "100ms", "--retries", "20"]);
+    let out = run_with_input(client, input.as_bytes());
+    assert_success(&out);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+    // The loss was real.
+    let rules = server_ns.output("nft list table inet loss");
+    let dropped: u64 = rules
+        .split("counter packets ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(dropped > 0, "{rules}");
+}
