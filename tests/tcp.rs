@@ -271,3 +271,35 @@ fn an_idle_connection_is_closed_after_its_held_bytes_are_sent() {
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn a_second_signal_exits_at_once_during_the_drain() {
+    let server = Server::start(&["--tcp"]);
+    let mut stream = connect(server.tcp4());
+    // A reply the client never reads keeps the drain waiting.
+    let mut writer = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(&vec![b'x'; 16 << 20]);
+    });
+    assert_eq!(read_n(&mut stream, 1), b"X");
+    server.signal(libc::SIGTERM);
+    // Signals sent close together may be delivered as one; wait until the
+    // first has been handled (the listener is closed, so connecting is
+    // refused) before sending the second.
+    let mut refused = false;
+    for _ in 0..1000 {
+        if TcpStream::connect(server.tcp4()).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(refused, "the server kept accepting after SIGTERM");
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{stderr}");
+    assert!(
+        stderr.contains("SIGTERM received again: exiting at once"),
+        "{stderr}"
+    );
+}
