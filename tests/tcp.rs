@@ -303,3 +303,58 @@ fn a_second_signal_exits_at_once_during_the_drain() {
         "{stderr}"
     );
 }
+
+/// The server's peak resident memory, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn a_100_mb_line_streams_through_in_constant_memory() {
+    let server = Server::start(&["--tcp"]);
+    let before = peak_rss_kib(server.pid());
+    let mut stream = connect(server.tcp4());
+    let mut writer = stream.try_clone().unwrap();
+    const PATTERN: &[u8] = "abcdé".as_bytes(); // 6 bytes, no newline
+    const WANT: &[u8] = "ABCDÉ".as_bytes(); // also 6 bytes
+    const TOTAL: usize = 100 << 20;
+    let sending = std::thread::spawn(move || {
+        let chunk: Vec<u8> = PATTERN.iter().copied().cycle().take(6 << 16).collect();
+        let mut sent = 0;
+        while sent < TOTAL {
+            let n = chunk.len().min(TOTAL - sent);
+            writer.write_all(&chunk[..n]).unwrap();
+            sent += n;
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    // Check the reply as it streams by, without keeping it.
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received = 0usize;
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        for (i, &b) in buf[..n].iter().enumerate() {
+            assert_eq!(
+                b,
+                WANT[(received + i) % WANT.len()],
+                "byte {}",
+                received + i
+            );
+        }
+        received += n;
+    }
+    sending.join().unwrap();
+    assert_eq!(received, TOTAL);
+    // One read's worth of reply at a time: the peak grows by far less than
+    // the 100 MB that went through (a few MiB of allocator slack at most).
+    let growth_kib = peak_rss_kib(server.pid()).saturating_sub(before);
+    assert!(growth_kib < 16 * 1024, "peak RSS grew by {growth_kib} KiB");
+}
