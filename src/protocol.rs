@@ -20,6 +20,11 @@
 //! `\r\n` if the line it answers ended with `\r\n`, and with `\n` otherwise
 //! (including an unterminated line answered on a pause or at end of stream),
 //! so that replies on a stream stay apart.
+//!
+//! A `count` line longer than its limit is a protocol error
+//! ([`LineTooLong`]): the server sends the error's text as a last line and
+//! closes, as Redis does with a too-long inline request. (Counting needs no
+//! buffer, but a client that never ends its line is broken or hostile.)
 
 use crate::transform::{Case, Counter, Transform, map_case};
 
@@ -55,6 +60,14 @@ fn push_decimal(n: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(n.to_string().as_bytes());
 }
 
+/// A `count` line went past its limit without a newline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("upcase: line longer than {max} bytes; closing")]
+pub struct LineTooLong {
+    /// The limit.
+    pub max: usize,
+}
+
 /// The replying half of one TCP connection: fed the bytes as they are read,
 /// it produces the reply bytes to write.
 #[derive(Clone, Debug)]
@@ -75,14 +88,18 @@ enum State {
         counter: Counter,
         /// Bytes of the current line have arrived since the last reply.
         line_open: bool,
+        /// Bytes of the current line so far, and the most allowed.
+        line_bytes: usize,
+        max_line_bytes: usize,
         /// The current line's last byte was `\r` (a `\n` next ends it as CRLF).
         after_cr: bool,
     },
 }
 
 impl StreamReplier {
-    /// A replier for a new connection.
-    pub fn new(transform: Transform) -> Self {
+    /// A replier for a new connection; `count` lines may be at most
+    /// `max_line_bytes` long.
+    pub fn new(transform: Transform, max_line_bytes: usize) -> Self {
         let state = match transform {
             Transform::Upper | Transform::Lower => State::Case {
                 case: if transform == Transform::Upper {
@@ -97,14 +114,18 @@ impl StreamReplier {
             Transform::Count(letter) => State::Count {
                 counter: Counter::new(letter),
                 line_open: false,
+                line_bytes: 0,
+                max_line_bytes,
                 after_cr: false,
             },
         };
         StreamReplier { state }
     }
 
-    /// Appends to `out` the reply to `data`, the next bytes read.
-    pub fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    /// Appends to `out` the reply to `data`, the next bytes read. Fails if a
+    /// `count` line grows past its limit; `out` then holds the replies to the
+    /// lines before it.
+    pub fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), LineTooLong> {
         match &mut self.state {
             State::Case {
                 case,
@@ -128,7 +149,7 @@ impl StreamReplier {
                         let rest = &joint[consumed..];
                         pending[..rest.len()].copy_from_slice(rest);
                         *pending_len = rest.len();
-                        return;
+                        return Ok(());
                     }
                     data = &data[consumed - *pending_len..];
                     *pending_len = 0;
@@ -142,11 +163,21 @@ impl StreamReplier {
             State::Count {
                 counter,
                 line_open,
+                line_bytes,
+                max_line_bytes,
                 after_cr,
             } => {
                 let mut data = data;
                 while !data.is_empty() {
-                    match memchr::memchr(b'\n', data) {
+                    let end = memchr::memchr(b'\n', data);
+                    let taken = end.unwrap_or(data.len());
+                    *line_bytes += taken;
+                    if *line_bytes > *max_line_bytes {
+                        return Err(LineTooLong {
+                            max: *max_line_bytes,
+                        });
+                    }
+                    match end {
                         Some(i) => {
                             let line = &data[..i];
                             counter.feed(line);
@@ -158,6 +189,7 @@ impl StreamReplier {
                             push_decimal(counter.take(), out);
                             out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
                             *line_open = false;
+                            *line_bytes = 0;
                             *after_cr = false;
                             data = &data[i + 1..];
                         }
@@ -171,6 +203,7 @@ impl StreamReplier {
                 }
             }
         }
+        Ok(())
     }
 
     /// True when the replier holds an unterminated `count` line that
@@ -191,13 +224,16 @@ impl StreamReplier {
         if let State::Count {
             counter,
             line_open,
+            line_bytes,
             after_cr,
+            ..
         } = &mut self.state
             && *line_open
         {
             push_decimal(counter.take(), out);
             out.push(b'\n');
             *line_open = false;
+            *line_bytes = 0;
             *after_cr = false;
         }
     }
@@ -248,11 +284,11 @@ mod tests {
 
     /// Feeds `pieces` to a new replier, then ends the stream.
     fn stream(transform: &str, pieces: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u8>) {
-        let mut replier = StreamReplier::new(transform.parse().unwrap());
+        let mut replier = StreamReplier::new(transform.parse().unwrap(), 1 << 20);
         let mut replies = Vec::new();
         for piece in pieces {
             let mut out = Vec::new();
-            replier.on_data(piece, &mut out);
+            replier.on_data(piece, &mut out).unwrap();
             replies.push(out);
         }
         let mut rest = Vec::new();
@@ -313,10 +349,10 @@ mod tests {
 
     #[test]
     fn count_answers_an_unterminated_line_on_pause_or_eof() {
-        let mut replier = StreamReplier::new(Transform::Count('s'));
+        let mut replier = StreamReplier::new(Transform::Count('s'), 1 << 20);
         let mut out = Vec::new();
         assert!(!replier.awaits_pause());
-        replier.on_data(b"yes s", &mut out);
+        replier.on_data(b"yes s", &mut out).unwrap();
         assert!(out.is_empty());
         assert!(replier.awaits_pause());
         replier.on_pause(&mut out);
@@ -326,7 +362,7 @@ mod tests {
         replier.on_pause(&mut out);
         replier.on_eof(&mut out);
         assert_eq!(out, b"2\n");
-        replier.on_data(b"ss", &mut out);
+        replier.on_data(b"ss", &mut out).unwrap();
         replier.on_eof(&mut out);
         assert_eq!(out, b"2\n2\n");
     }
@@ -343,5 +379,21 @@ mod tests {
         let (replies, rest) = stream("echo", &[&all, b""]);
         assert_eq!(replies[0], all);
         assert!(replies[1].is_empty() && rest.is_empty());
+    }
+
+    #[test]
+    fn a_count_line_past_its_limit_is_an_error_after_the_lines_before_it() {
+        let mut replier = StreamReplier::new(Transform::Count('s'), 4);
+        let mut out = Vec::new();
+        // Exactly the limit is fine, terminated or not.
+        replier.on_data(b"ssss\nss", &mut out).unwrap();
+        replier.on_data(b"ss", &mut out).unwrap();
+        assert_eq!(out, b"4\n");
+        let err = replier.on_data(b"s\n", &mut out).unwrap_err();
+        assert_eq!(err, LineTooLong { max: 4 });
+        assert_eq!(err.to_string(), "upcase: line longer than 4 bytes; closing");
+        // Other transforms stream lines of any length.
+        let mut upper = StreamReplier::new(Transform::Upper, 4);
+        upper.on_data(b"far more than four", &mut out).unwrap();
     }
 }

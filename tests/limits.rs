@@ -290,3 +290,28 @@ fn raises_the_fd_limit_and_keeps_the_connection_cap_under_it() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("max_connections=96"), "{stderr}");
 }
+
+#[test]
+fn a_count_line_over_the_limit_gets_an_error_line_and_others_are_served() {
+    let server = Server::start(&[
+        "--tcp",
+        "--transform",
+        "count",
+        "--count-max-line-bytes",
+        "10",
+    ]);
+    let mut stream = connect(server.tcp4(), "127.0.0.1");
+    stream
+        .write_all(b"sss\n0123456789\nthis line is too long")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "3\n0\nupcase: line longer than 10 bytes; closing\n");
+    let mut other = connect(server.tcp4(), "127.0.0.1");
+    other.write_all(b"ss\n").unwrap();
+    let mut two = [0; 2];
+    other.read_exact(&mut two).unwrap();
+    assert_eq!(&two, b"2\n");
+    let (_, stderr) = server.stop();
+    assert_eq!(counter(&stderr, "tcp_line_too_long"), 1);
+}

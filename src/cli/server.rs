@@ -36,6 +36,9 @@ pub struct Args {
     /// count: answer an unterminated line after the client pauses this long
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().count_pause.into())]
     count_pause: humantime::Duration,
+    /// count over TCP: the longest line in bytes; a longer one gets an error line and the connection is closed
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().count_max_line_bytes)]
+    count_max_line_bytes: usize,
     /// Close a TCP connection after this long with nothing received
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().idle_timeout.into())]
     idle_timeout: humantime::Duration,
@@ -127,6 +130,7 @@ impl Args {
             udp: !self.tcp,
             transform: self.transform,
             count_pause: self.count_pause.into(),
+            count_max_line_bytes: self.count_max_line_bytes,
             idle_timeout: self.idle_timeout.into(),
             write_timeout: self.write_timeout.into(),
             max_connections: self.max_connections,
@@ -230,6 +234,7 @@ fn log_summary(stats: &Stats) {
         tcp_refused_busy = Stats::get(&stats.tcp_refused_busy),
         tcp_refused_per_source = Stats::get(&stats.tcp_refused_per_source),
         tcp_refused_denied = Stats::get(&stats.tcp_refused_denied),
+        tcp_line_too_long = Stats::get(&stats.tcp_line_too_long),
         tcp_bytes_in = Stats::get(&stats.tcp_bytes_in),
         tcp_bytes_out = Stats::get(&stats.tcp_bytes_out),
         udp_datagrams_in = Stats::get(&stats.udp_datagrams_in),

@@ -49,6 +49,9 @@ pub struct Config {
     /// `count` answers an unterminated line once the client has sent nothing
     /// for this long. Default: 200 ms.
     pub count_pause: Duration,
+    /// `count` over TCP: the longest line, in bytes. A longer line gets a
+    /// one-line error and the connection is closed. Default: 1 MiB.
+    pub count_max_line_bytes: usize,
     /// A TCP connection on which nothing arrives for this long is closed.
     /// Default: 60 s.
     pub idle_timeout: Duration,
@@ -101,6 +104,7 @@ impl Default for Config {
             udp: true,
             transform: Transform::Upper,
             count_pause: Duration::from_millis(200),
+            count_max_line_bytes: 1 << 20,
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,

@@ -17,6 +17,9 @@ pub struct Stats {
     pub tcp_idle_closed: AtomicU64,
     /// TCP connections closed by [`super::Config::write_timeout`].
     pub tcp_write_stalled: AtomicU64,
+    /// TCP connections closed because a `count` line exceeded
+    /// [`super::Config::count_max_line_bytes`].
+    pub tcp_line_too_long: AtomicU64,
     /// TCP connections that ended in an I/O error (reset by the peer, ...).
     pub tcp_errors: AtomicU64,
     /// Errors from `accept(2)` (out of file descriptors, ...).

@@ -23,7 +23,7 @@ use super::guard;
 use super::sources::SourceCounts;
 use super::throttle::Throttle;
 use super::{Config, Stats};
-use crate::protocol::StreamReplier;
+use crate::protocol::{LineTooLong, StreamReplier};
 
 /// Bytes read from a connection at once.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -184,6 +184,17 @@ enum End {
     Shutdown,
     /// Nothing arrived for the idle timeout.
     Idle,
+    /// A `count` line went past its limit.
+    LineTooLong,
+}
+
+/// What one read brought.
+enum Read {
+    Data,
+    Eof,
+    /// Readiness without data.
+    Spurious,
+    LineTooLong(LineTooLong),
 }
 
 impl Connection {
@@ -197,6 +208,10 @@ impl Connection {
         match self.exchange().await {
             Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
             Ok(End::Shutdown) => tracing::trace!(%peer, "connection closed for shutdown"),
+            Ok(End::LineTooLong) => {
+                Stats::add(&self.stats.tcp_line_too_long, 1);
+                tracing::debug!(%peer, "connection closed: count line too long");
+            }
             Ok(End::Idle) => {
                 Stats::add(&self.stats.tcp_idle_closed, 1);
                 tracing::debug!(%peer, "connection closed: idle");
@@ -215,7 +230,8 @@ impl Connection {
     /// Reads, replies, and repeats until the client is done, the server shuts
     /// down, or the connection is idle.
     async fn exchange(&mut self) -> io::Result<End> {
-        let mut replier = StreamReplier::new(self.config.transform);
+        let mut replier =
+            StreamReplier::new(self.config.transform, self.config.count_max_line_bytes);
         let mut reply = Vec::new();
         loop {
             let event = tokio::select! {
@@ -227,11 +243,16 @@ impl Connection {
             };
             let end = match event {
                 Event::Readable => match self.read_and_reply(&mut replier, &mut reply)? {
-                    Some(0) => {
+                    Read::Eof => {
                         replier.on_eof(&mut reply);
                         Some(End::ClientDone)
                     }
-                    _ => None,
+                    Read::LineTooLong(e) => {
+                        reply.extend_from_slice(e.to_string().as_bytes());
+                        reply.push(b'\n');
+                        Some(End::LineTooLong)
+                    }
+                    Read::Data | Read::Spurious => None,
                 },
                 Event::Pause => {
                     replier.on_pause(&mut reply);
@@ -257,20 +278,18 @@ impl Connection {
     }
 
     /// Reads what is there into the thread's buffer and appends the reply to
-    /// `reply`. Returns the bytes read (0 at end of stream), or `None` if the
-    /// readiness was spurious.
-    fn read_and_reply(
-        &self,
-        replier: &mut StreamReplier,
-        reply: &mut Vec<u8>,
-    ) -> io::Result<Option<usize>> {
+    /// `reply`.
+    fn read_and_reply(&self, replier: &mut StreamReplier, reply: &mut Vec<u8>) -> io::Result<Read> {
         READ_BUFFER.with_borrow_mut(|buf| match self.stream.try_read(buf) {
+            Ok(0) => Ok(Read::Eof),
             Ok(n) => {
                 Stats::add(&self.stats.tcp_bytes_in, n as u64);
-                replier.on_data(&buf[..n], reply);
-                Ok(Some(n))
+                Ok(match replier.on_data(&buf[..n], reply) {
+                    Ok(()) => Read::Data,
+                    Err(e) => Read::LineTooLong(e),
+                })
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Spurious),
             Err(e) => Err(e),
         })
     }
