@@ -32,16 +32,10 @@ fn starts_and_serves_where_ipv6_is_disabled() {
 #[ignore = "needs root, ip netns and nft; run by .ci/run"]
 fn ping_reports_the_loss_an_nftables_rule_causes_on_a_real_path() {
     let (server_ns, client_ns) = Netns::pair("loss");
-    let mut command = server_ns.command(env!("CARGO_BIN_EXE_upcase"));
-    command.args(["server", "--udp", "--listen", "10.203.0.1", "--port", "0"]);
-    let server = Server::spawn_command(command);
+    let server = start_udp_server(&server_ns);
     let port = server.port();
     // Drop 30% of the probes arriving at the server, at random, counting them.
-    server_ns.exec_sh(&format!(
-        "nft add table inet loss && \
-         nft add chain inet loss input {{ type filter hook input priority 0 \\; policy accept \\; }} && \
-         nft add rule inet loss input udp dport {port} numgen random mod 1000 \\< 300 counter drop"
-    ));
+    drop_at_random(&server_ns, port, 300, Direction::Requests);
     const PROBES: u64 = 400;
     let mut ping = client_ns.command(env!("CARGO_BIN_EXE_upcase"));
     ping.args([
@@ -58,13 +52,7 @@ fn ping_reports_the_loss_an_nftables_rule_causes_on_a_real_path() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let count = |key: &str| doc[key].as_u64().unwrap();
 
-    let rules = server_ns.output("nft list table inet loss");
-    let dropped: u64 = rules
-        .split("counter packets ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter in {rules}"));
+    let dropped = dropped(&server_ns);
 
     // Exactly the packets the rule dropped were reported lost, and nothing
     // was misattributed.
@@ -89,18 +77,10 @@ fn ping_reports_the_loss_an_nftables_rule_causes_on_a_real_path() {
 #[ignore = "needs root, ip netns and nft; run by .ci/run"]
 fn the_udp_client_delivers_every_line_in_order_over_thirty_percent_loss() {
     let (server_ns, client_ns) = Netns::pair("cli");
-    let mut command = server_ns.command(env!("CARGO_BIN_EXE_upcase"));
-    command.args(["server", "--udp", "--listen", "10.203.0.1", "--port", "0"]);
-    let server = Server::spawn_command(command);
+    let server = start_udp_server(&server_ns);
     let port = server.port();
     // 30% of the requests and 30% of the replies are lost, at random.
-    server_ns.exec_sh(&format!(
-        "nft add table inet loss && \
-         nft add chain inet loss input {{ type filter hook input priority 0 \\; policy accept \\; }} && \
-         nft add chain inet loss output {{ type filter hook output priority 0 \\; policy accept \\; }} && \
-         nft add rule inet loss input udp dport {port} numgen random mod 1000 \\< 300 counter drop && \
-         nft add rule inet loss output udp sport {port} numgen random mod 1000 \\< 300 counter drop"
-    ));
+    drop_at_random(&server_ns, port, 300, Direction::Both);
     let lines: Vec<String> = (0..60)
         .map(|i| format!("line {i}: straße {}", "x".repeat(i * 7)))
         .collect();
@@ -118,11 +98,48 @@ fn the_udp_client_delivers_every_line_in_order_over_thirty_percent_loss() {
     assert_success(&out);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
     // The loss was real.
-    let rules = server_ns.output("nft list table inet loss");
-    let dropped: u64 = rules
+    assert!(dropped(&server_ns) > 0);
+}
+
+/// Starts `upcase server --udp` on 10.203.0.1 inside `netns`.
+fn start_udp_server(netns: &Netns) -> Server {
+    let mut command = netns.command(env!("CARGO_BIN_EXE_upcase"));
+    command.args(["server", "--udp", "--listen", "10.203.0.1", "--port", "0"]);
+    Server::spawn_command(command)
+}
+
+/// Which UDP packets of the server's port [`drop_at_random`] drops.
+#[derive(PartialEq)]
+enum Direction {
+    Requests,
+    Both,
+}
+
+/// Installs nftables rules in `netns` that drop `per_mille`/1000 of the UDP
+/// packets to (and, for `Both`, from) `port`, at random, counting them.
+fn drop_at_random(netns: &Netns, port: u16, per_mille: u32, direction: Direction) {
+    let mut script = format!(
+        "nft add table inet loss && \
+         nft add chain inet loss input {{ type filter hook input priority 0 \\; policy accept \\; }} && \
+         nft add rule inet loss input udp dport {port} numgen random mod 1000 \\< {per_mille} counter drop"
+    );
+    if direction == Direction::Both {
+        script.push_str(&format!(
+            " && nft add chain inet loss output {{ type filter hook output priority 0 \\; policy accept \\; }} && \
+             nft add rule inet loss output udp sport {port} numgen random mod 1000 \\< {per_mille} counter drop"
+        ));
+    }
+    netns.exec_sh(&script);
+}
+
+/// The packets the rules of [`drop_at_random`] have dropped, in total.
+fn dropped(netns: &Netns) -> u64 {
+    let rules = netns.output("nft list table inet loss");
+    let counts: Vec<u64> = rules
         .split("counter packets ")
         .skip(1)
-        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    assert!(dropped > 0, "{rules}");
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!counts.is_empty(), "no counter in {rules}");
+    counts.iter().sum()
 }
