@@ -110,6 +110,22 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ClientError> {
     Ok(addrs)
 }
 
+/// The unspecified local address of `addr`'s family, any port: what a client
+/// socket talking to `addr` binds to.
+pub fn unspecified_like(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv4() {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    }
+}
+
+/// Moves `addrs[i]` to the front, keeping the others in order: the address
+/// that worked is tried first next time.
+fn prefer(addrs: &mut [SocketAddr], i: usize) {
+    addrs[..=i].rotate_right(1);
+}
+
 fn describe(target: &str, failures: &[(SocketAddr, String)]) -> String {
     if failures.len() == 1 && failures[0].0.to_string() == target {
         return failures[0].1.clone();
@@ -129,8 +145,6 @@ pub struct TcpClient {
     timeout: Duration,
     max_reply_bytes: usize,
     stream: Option<TcpStream>,
-    /// Bytes read past the end of the last reply.
-    unread: Vec<u8>,
 }
 
 impl TcpClient {
@@ -149,22 +163,15 @@ impl TcpClient {
             timeout,
             max_reply_bytes,
             stream: None,
-            unread: Vec::new(),
         };
         client.reconnect()?;
         Ok(client)
     }
 
-    /// The address connected to, if connected.
-    pub fn peer(&self) -> Option<SocketAddr> {
-        self.stream.as_ref().and_then(|s| s.peer_addr().ok())
-    }
-
     fn reconnect(&mut self) -> Result<(), ClientError> {
         self.stream = None;
-        self.unread.clear();
         let mut failures = Vec::new();
-        for &addr in &self.addrs {
+        for (i, &addr) in self.addrs.iter().enumerate() {
             match TcpStream::connect_timeout(&addr, self.timeout) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
@@ -176,9 +183,7 @@ impl TcpClient {
                             source,
                         })?;
                     self.stream = Some(stream);
-                    // Try this address first next time.
-                    self.addrs.retain(|a| *a != addr);
-                    self.addrs.insert(0, addr);
+                    prefer(&mut self.addrs, i);
                     return Ok(());
                 }
                 Err(e) => failures.push((addr, error_text(&e))),
@@ -193,28 +198,17 @@ impl TcpClient {
     /// True when the server has closed the connection (or sent bytes nobody
     /// asked for, which are then reported and dropped).
     fn server_closed(&mut self) -> bool {
-        let Some(stream) = &self.stream else {
+        let Some(mut stream) = self.stream.as_ref() else {
             return true;
         };
-        if !self.unread.is_empty() {
-            tracing::warn!(
-                bytes = self.unread.len(),
-                "discarding bytes the server sent unasked"
-            );
-            self.unread.clear();
-        }
         if stream.set_nonblocking(true).is_err() {
             return true;
         }
-        let mut probe = [0u8; 1024];
+        let mut junk = [0u8; 1024];
         let closed = loop {
-            match stream.peek(&mut probe) {
+            match stream.read(&mut junk) {
                 Ok(0) => break true,
-                Ok(n) => {
-                    let mut junk = vec![0u8; n];
-                    let _ = (&*stream).read_exact(&mut junk);
-                    tracing::warn!(bytes = n, "discarding bytes the server sent unasked");
-                }
+                Ok(n) => tracing::warn!(bytes = n, "discarding bytes the server sent unasked"),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(_) => break true,
             }
@@ -306,7 +300,12 @@ impl TcpClient {
             let chunk = &buf[..n];
             if let Some(end) = memchr::memchr(b'\n', chunk) {
                 reply.extend_from_slice(&chunk[..=end]);
-                self.unread.extend_from_slice(&chunk[end + 1..]);
+                if end + 1 < n {
+                    tracing::warn!(
+                        bytes = n - end - 1,
+                        "discarding bytes the server sent unasked"
+                    );
+                }
                 return Ok(Reply {
                     bytes: reply,
                     complete: true,
@@ -408,7 +407,7 @@ impl UdpClient {
             }
             match self.exchange(addr, message) {
                 Ok(reply) => {
-                    self.addrs[..=i].rotate_right(1);
+                    prefer(&mut self.addrs, i);
                     return Ok(reply);
                 }
                 Err(why) => failures.push((addr, why)),
@@ -422,13 +421,8 @@ impl UdpClient {
 
     /// Tries one address; on failure, says what happened.
     fn exchange(&mut self, addr: SocketAddr, message: &[u8]) -> Result<Vec<u8>, String> {
-        let local = if addr.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
         let setup = || -> io::Result<UdpSocket> {
-            let socket = UdpSocket::bind(local)?;
+            let socket = UdpSocket::bind(unspecified_like(addr))?;
             // Connected: the kernel drops datagrams from anyone else, and
             // reports an ICMP port unreachable as "connection refused".
             socket.connect(addr)?;

@@ -57,7 +57,10 @@ pub fn reply_to_datagram(transform: Transform, datagram: &[u8], out: &mut Vec<u8
 }
 
 fn push_decimal(n: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(n.to_string().as_bytes());
+    use std::io::Write;
+    // Formats straight into `out`: no String per reply. Writing to a Vec
+    // cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// A `count` line went past its limit without a newline.
@@ -86,9 +89,8 @@ enum State {
     Echo,
     Count {
         counter: Counter,
-        /// Bytes of the current line have arrived since the last reply.
-        line_open: bool,
-        /// Bytes of the current line so far, and the most allowed.
+        /// Bytes of the current line since the last reply (0: no line open),
+        /// and the most allowed.
         line_bytes: usize,
         max_line_bytes: usize,
         /// The current line's last byte was `\r` (a `\n` next ends it as CRLF).
@@ -96,24 +98,26 @@ enum State {
     },
 }
 
+impl State {
+    fn case(case: Case) -> Self {
+        State::Case {
+            case,
+            pending: [0; 3],
+            pending_len: 0,
+        }
+    }
+}
+
 impl StreamReplier {
     /// A replier for a new connection; `count` lines may be at most
     /// `max_line_bytes` long.
     pub fn new(transform: Transform, max_line_bytes: usize) -> Self {
         let state = match transform {
-            Transform::Upper | Transform::Lower => State::Case {
-                case: if transform == Transform::Upper {
-                    Case::Upper
-                } else {
-                    Case::Lower
-                },
-                pending: [0; 3],
-                pending_len: 0,
-            },
+            Transform::Upper => State::case(Case::Upper),
+            Transform::Lower => State::case(Case::Lower),
             Transform::Echo => State::Echo,
             Transform::Count(letter) => State::Count {
                 counter: Counter::new(letter),
-                line_open: false,
                 line_bytes: 0,
                 max_line_bytes,
                 after_cr: false,
@@ -162,7 +166,6 @@ impl StreamReplier {
             State::Echo => out.extend_from_slice(data),
             State::Count {
                 counter,
-                line_open,
                 line_bytes,
                 max_line_bytes,
                 after_cr,
@@ -188,14 +191,12 @@ impl StreamReplier {
                             };
                             push_decimal(counter.take(), out);
                             out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
-                            *line_open = false;
                             *line_bytes = 0;
                             *after_cr = false;
                             data = &data[i + 1..];
                         }
                         None => {
                             counter.feed(data);
-                            *line_open = true;
                             *after_cr = data.last() == Some(&b'\r');
                             data = &[];
                         }
@@ -209,13 +210,7 @@ impl StreamReplier {
     /// True when the replier holds an unterminated `count` line that
     /// [`StreamReplier::on_pause`] would answer.
     pub fn awaits_pause(&self) -> bool {
-        matches!(
-            self.state,
-            State::Count {
-                line_open: true,
-                ..
-            }
-        )
+        matches!(self.state, State::Count { line_bytes, .. } if line_bytes > 0)
     }
 
     /// The client has paused: answers an unterminated `count` line, if any.
@@ -223,16 +218,14 @@ impl StreamReplier {
     pub fn on_pause(&mut self, out: &mut Vec<u8>) {
         if let State::Count {
             counter,
-            line_open,
             line_bytes,
             after_cr,
             ..
         } = &mut self.state
-            && *line_open
+            && *line_bytes > 0
         {
             push_decimal(counter.take(), out);
             out.push(b'\n');
-            *line_open = false;
             *line_bytes = 0;
             *after_cr = false;
         }

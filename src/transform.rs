@@ -200,30 +200,23 @@ impl Counter {
             self.count += memchr::memchr_iter(needle[0], piece).count() as u64;
             return;
         }
-        // Matches that start in the tail end in the first bytes of `piece`.
-        if self.tail_len > 0 {
-            let mut joint = [0u8; 6];
-            let from_piece = piece.len().min(self.needle_len - 1);
-            joint[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
-            joint[self.tail_len..self.tail_len + from_piece].copy_from_slice(&piece[..from_piece]);
-            let joint = &joint[..self.tail_len + from_piece];
-            self.count += memchr::memmem::find_iter(joint, needle).count() as u64;
-        }
-        self.count += memchr::memmem::find_iter(piece, needle).count() as u64;
-        // Keep the last needle_len - 1 bytes of (tail + piece).
+        // `joint` is the tail followed by the first needle_len - 1 bytes of
+        // `piece`: too short to hold a whole match of its own, it holds
+        // exactly the matches that straddle the boundary.
         let keep = self.needle_len - 1;
-        if piece.len() >= keep {
-            self.tail[..keep].copy_from_slice(&piece[piece.len() - keep..]);
-            self.tail_len = keep;
-        } else {
-            let mut joined = [0u8; 6];
-            joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
-            joined[self.tail_len..self.tail_len + piece.len()].copy_from_slice(piece);
-            let total = self.tail_len + piece.len();
-            let start = total.saturating_sub(keep);
-            self.tail_len = total - start;
-            self.tail[..self.tail_len].copy_from_slice(&joined[start..total]);
-        }
+        let head = &piece[..piece.len().min(keep)];
+        let mut buf = [0u8; 6];
+        buf[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+        buf[self.tail_len..self.tail_len + head.len()].copy_from_slice(head);
+        let joint = &buf[..self.tail_len + head.len()];
+        self.count += memchr::memmem::find_iter(joint, needle).count() as u64;
+        self.count += memchr::memmem::find_iter(piece, needle).count() as u64;
+        // The new tail: the last `keep` bytes seen, from `piece` alone when it
+        // is long enough, else from `joint` (which then holds all of `piece`).
+        let seen = if piece.len() >= keep { piece } else { joint };
+        let start = seen.len().saturating_sub(keep);
+        self.tail_len = seen.len() - start;
+        self.tail[..self.tail_len].copy_from_slice(&seen[start..]);
     }
 
     /// The count so far.

@@ -11,10 +11,12 @@ use std::sync::mpsc;
 use common::{PATIENCE, Server, run_with_input, start_python_server, upcase};
 use serde_json::Value;
 
-/// Runs `upcase ping ARGS --json -q` and returns its exit code and document.
-fn ping_json(args: &[&str]) -> (i32, Value) {
+/// Runs `upcase ping 127.0.0.1 -p PORT ARGS --json -q` and returns its exit
+/// code and document.
+fn ping_json(port: &str, args: &[&str]) -> (i32, Value) {
     let mut command = upcase();
-    command.arg("ping").args(args).args(["--json", "-q"]);
+    command.args(["ping", "127.0.0.1", "-p", port]);
+    command.args(args).args(["--json", "-q"]);
     let out = run_with_input(command, b"");
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -45,17 +47,7 @@ fn assert_adds_up(doc: &Value) {
 fn reported_loss_equals_the_servers_drops_exactly() {
     let server = Server::start(&["--udp", "--drop-rate", "0.3", "--seed", "42"]);
     let port = server.port().to_string();
-    let (code, doc) = ping_json(&[
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-c",
-        "200",
-        "-i",
-        "0.002",
-        "-W",
-        "1",
-    ]);
+    let (code, doc) = ping_json(&port, &["-c", "200", "-i", "0.002", "-W", "1"]);
     let (status, stderr) = server.stop();
     assert!(status.success());
     let dropped: u64 = stderr
@@ -119,19 +111,10 @@ fn the_same_seed_drops_the_same_probes() {
 fn against_the_assignments_python_pinger_server() {
     let (_server, port, lines) = start_python_server("pinger_server.py", &["1"]);
     let port = port.to_string();
-    let (code, doc) = ping_json(&[
-        "127.0.0.1",
-        "-p",
+    let (code, doc) = ping_json(
         &port,
-        "-c",
-        "60",
-        "-i",
-        "0.005",
-        "-W",
-        "1",
-        "--expect",
-        "upper",
-    ]);
+        &["-c", "60", "-i", "0.005", "-W", "1", "--expect", "upper"],
+    );
     // Every drop was printed before ping's last probe timed out.
     let drops = lines
         .try_iter()
@@ -188,7 +171,7 @@ fn counts_reordered_and_duplicated_replies() {
             vec![upper(&probe), upper(&probe), upper(&first), upper(&first)]
         }
     });
-    let (code, doc) = ping_json(&["127.0.0.1", "-p", &port, "-c", "7", "-i", "0.02", "-W", "2"]);
+    let (code, doc) = ping_json(&port, &["-c", "7", "-i", "0.02", "-W", "2"]);
     peer.join().unwrap();
     assert_eq!(code, 0);
     assert_eq!(count(&doc, "received"), 7, "{doc}");
@@ -218,17 +201,7 @@ fn counts_corrupted_late_and_lost_probes_and_unexpected_replies() {
         }
         _ => vec![upper(&held.take().unwrap())],
     });
-    let (code, doc) = ping_json(&[
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-c",
-        "5",
-        "-i",
-        "0.15",
-        "-W",
-        "0.1",
-    ]);
+    let (code, doc) = ping_json(&port, &["-c", "5", "-i", "0.15", "-W", "0.1"]);
     peer.join().unwrap();
     assert_eq!(code, 0);
     let got: Vec<u64> = [
@@ -250,18 +223,7 @@ fn counts_corrupted_late_and_lost_probes_and_unexpected_replies() {
 fn tcp_reports_the_connect_time_and_each_round_trip() {
     let server = Server::start(&["--tcp"]);
     let port = server.port().to_string();
-    let (code, doc) = ping_json(&[
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-c",
-        "5",
-        "-i",
-        "0.01",
-        "--tcp",
-        "-s",
-        "100",
-    ]);
+    let (code, doc) = ping_json(&port, &["-c", "5", "-i", "0.01", "--tcp", "-s", "100"]);
     assert_eq!(code, 0);
     assert_eq!(doc["protocol"], "tcp");
     assert!(doc["connect_ms"].as_f64().unwrap() >= 0.0);
@@ -274,29 +236,9 @@ fn tcp_reports_the_connect_time_and_each_round_trip() {
 fn expect_tells_echo_from_upper() {
     let server = Server::start(&["--udp", "--transform", "echo"]);
     let port = server.port().to_string();
-    let (_, echo) = ping_json(&[
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-c",
-        "3",
-        "-i",
-        "0.01",
-        "--expect",
-        "echo",
-    ]);
+    let (_, echo) = ping_json(&port, &["-c", "3", "-i", "0.01", "--expect", "echo"]);
     assert_eq!(count(&echo, "received"), 3, "{echo}");
-    let (code, upper) = ping_json(&[
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-c",
-        "3",
-        "-i",
-        "0.01",
-        "--expect",
-        "upper",
-    ]);
+    let (code, upper) = ping_json(&port, &["-c", "3", "-i", "0.01", "--expect", "upper"]);
     assert_eq!(code, 1, "no correct reply came back");
     assert_eq!(count(&upper, "corrupted"), 3, "{upper}");
 }
@@ -305,17 +247,7 @@ fn expect_tells_echo_from_upper() {
 fn nothing_back_is_full_loss_and_exit_one() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port().to_string();
-    let (code, doc) = ping_json(&[
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-c",
-        "3",
-        "-i",
-        "0.01",
-        "-W",
-        "0.1",
-    ]);
+    let (code, doc) = ping_json(&port, &["-c", "3", "-i", "0.01", "-W", "0.1"]);
     assert_eq!(code, 1);
     assert_eq!(doc["loss_percent"], 100.0);
     assert_eq!(doc["rtt"], Value::Null);

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -218,12 +218,7 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
             max_line: probe_bytes.saturating_mul(3).saturating_add(64),
         }
     } else {
-        let local = if addr.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let socket = UdpSocket::bind(local)
+        let socket = UdpSocket::bind(client::unspecified_like(addr))
             .await
             .context("opening a UDP socket")?;
         socket
@@ -246,10 +241,11 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
 
     loop {
         let all_sent = args.count != 0 && next_seq > args.count;
-        if (all_sent || closed) && tracker.waiting() == 0 {
+        // A deadline exists exactly while some probe awaits its reply.
+        let deadline = tracker.next_deadline().map(Instant::from_std);
+        if (all_sent || closed) && deadline.is_none() {
             break;
         }
-        let deadline = tracker.next_deadline().map(Instant::from_std);
         let wake = tokio::select! {
             biased;
             _ = &mut ctrl_c => Wake::Interrupted,

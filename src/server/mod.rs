@@ -121,6 +121,15 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Whether the per-source limits (connections per source, UDP rate)
+    /// apply to `ip`: always, unless it is loopback and `limit_loopback` is
+    /// off.
+    pub fn limits_source(&self, ip: std::net::IpAddr) -> bool {
+        self.limit_loopback || !guard::canonical(ip).is_loopback()
+    }
+}
+
 /// The default listen addresses on `port`: every IPv6 and every IPv4 address.
 pub fn default_listen(port: u16) -> Vec<SocketAddr> {
     vec![

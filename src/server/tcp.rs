@@ -19,7 +19,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::guard;
 use super::sources::SourceCounts;
 use super::throttle::Throttle;
 use super::{Config, Stats};
@@ -108,8 +107,7 @@ impl Acceptor {
                 refuse(&stream, BUSY_LINE);
                 continue;
             };
-            let exempt = !self.config.limit_loopback && guard::canonical(peer.ip()).is_loopback();
-            let source_slot = if exempt {
+            let source_slot = if !self.config.limits_source(peer.ip()) {
                 None
             } else if let Some(source_slot) = self.per_source.try_acquire(peer.ip()) {
                 Some(source_slot)
@@ -233,13 +231,19 @@ impl Connection {
         let mut replier =
             StreamReplier::new(self.config.transform, self.config.count_max_line_bytes);
         let mut reply = Vec::new();
+        // One idle timer per connection, pushed back on each turn of the loop,
+        // rather than a new timer registered for every message.
+        let idle = tokio::time::sleep(self.config.idle_timeout);
+        tokio::pin!(idle);
         loop {
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + self.config.idle_timeout);
             let event = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => Event::Shutdown,
                 ready = self.stream.readable() => { ready?; Event::Readable }
                 _ = tokio::time::sleep(self.config.count_pause), if replier.awaits_pause() => Event::Pause,
-                _ = tokio::time::sleep(self.config.idle_timeout) => Event::Idle,
+                _ = &mut idle => Event::Idle,
             };
             let end = match event {
                 Event::Readable => match self.read_and_reply(&mut replier, &mut reply)? {
@@ -303,13 +307,21 @@ impl Connection {
             if sent == reply.len() {
                 break Ok(());
             }
-            match tokio::time::timeout(self.config.write_timeout, self.stream.write(&reply[sent..]))
-                .await
-            {
-                Err(_) => break Err(io::Error::from(io::ErrorKind::TimedOut)),
-                Ok(Err(e)) => break Err(e),
-                Ok(Ok(0)) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(Ok(n)) => sent += n,
+            // Write at once if the socket has room (the usual case, no
+            // timer); only a full socket waits, for at most the timeout.
+            match self.stream.try_write(&reply[sent..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(self.config.write_timeout, self.stream.writable())
+                        .await
+                    {
+                        Err(_) => break Err(io::Error::from(io::ErrorKind::TimedOut)),
+                        Ok(Err(e)) => break Err(e),
+                        Ok(Ok(())) => {}
+                    }
+                }
+                Err(e) => break Err(e),
             }
         };
         Stats::add(&self.stats.tcp_bytes_out, sent as u64);

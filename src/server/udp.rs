@@ -75,14 +75,12 @@ pub(super) async fn serve(
         };
         Stats::add(&stats.udp_datagrams_in, 1);
         Stats::add(&stats.udp_bytes_in, len as u64);
-        let refusal = guard::check_udp_source(peer, own_port).and_then(|()| {
-            if config.access.permits(peer.ip()) {
-                Ok(())
-            } else {
-                Err(Refusal::Denied)
-            }
-        });
-        if let Err(refusal) = refusal {
+        let refusal = if config.access.permits(peer.ip()) {
+            guard::check_udp_source(peer, own_port).err()
+        } else {
+            Some(Refusal::Denied)
+        };
+        if let Some(refusal) = refusal {
             let counter = match refusal {
                 Refusal::Denied => &stats.udp_refused_denied,
                 _ => &stats.udp_refused_source,
@@ -93,8 +91,10 @@ pub(super) async fn serve(
             }
             continue;
         }
-        let exempt = !config.limit_loopback && guard::canonical(peer.ip()).is_loopback();
-        if config.udp_rate_limit > 0 && !exempt && !limiter.allow(peer.ip(), Instant::now()) {
+        if config.udp_rate_limit > 0
+            && config.limits_source(peer.ip())
+            && !limiter.allow(peer.ip(), Instant::now())
+        {
             Stats::add(&stats.udp_rate_limited, 1);
             if let Some(suppressed) = refusal_log.allow(Instant::now()) {
                 tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");

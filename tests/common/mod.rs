@@ -125,38 +125,22 @@ impl Server {
 
     /// The TCP address on 127.0.0.1.
     pub fn tcp4(&self) -> SocketAddr {
-        *self
-            .tcp
-            .iter()
-            .find(|a| a.is_ipv4())
-            .expect("an IPv4 TCP address")
+        find(&self.tcp, true)
     }
 
     /// The TCP address on ::1.
     pub fn tcp6(&self) -> SocketAddr {
-        *self
-            .tcp
-            .iter()
-            .find(|a| a.is_ipv6())
-            .expect("an IPv6 TCP address")
+        find(&self.tcp, false)
     }
 
     /// The UDP address on 127.0.0.1.
     pub fn udp4(&self) -> SocketAddr {
-        *self
-            .udp
-            .iter()
-            .find(|a| a.is_ipv4())
-            .expect("an IPv4 UDP address")
+        find(&self.udp, true)
     }
 
     /// The UDP address on ::1.
     pub fn udp6(&self) -> SocketAddr {
-        *self
-            .udp
-            .iter()
-            .find(|a| a.is_ipv6())
-            .expect("an IPv6 UDP address")
+        find(&self.udp, false)
     }
 
     /// The port all sockets share.
@@ -194,6 +178,19 @@ impl Server {
         self.signal(libc::SIGTERM);
         self.wait()
     }
+}
+
+/// The IPv4 (or IPv6) address among `addrs`.
+fn find(addrs: &[SocketAddr], ipv4: bool) -> SocketAddr {
+    *addrs
+        .iter()
+        .find(|a| a.is_ipv4() == ipv4)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {} address in {addrs:?}",
+                if ipv4 { "IPv4" } else { "IPv6" }
+            )
+        })
 }
 
 impl Drop for Server {
