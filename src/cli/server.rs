@@ -229,21 +229,10 @@ impl Signals {
 }
 
 fn log_summary(stats: &Stats) {
-    tracing::info!(
-        tcp_connections = Stats::get(&stats.tcp_connections),
-        tcp_refused_busy = Stats::get(&stats.tcp_refused_busy),
-        tcp_refused_per_source = Stats::get(&stats.tcp_refused_per_source),
-        tcp_refused_denied = Stats::get(&stats.tcp_refused_denied),
-        tcp_line_too_long = Stats::get(&stats.tcp_line_too_long),
-        tcp_bytes_in = Stats::get(&stats.tcp_bytes_in),
-        tcp_bytes_out = Stats::get(&stats.tcp_bytes_out),
-        udp_datagrams_in = Stats::get(&stats.udp_datagrams_in),
-        udp_datagrams_out = Stats::get(&stats.udp_datagrams_out),
-        udp_send_errors = Stats::get(&stats.udp_send_errors),
-        udp_refused_source = Stats::get(&stats.udp_refused_source),
-        udp_refused_denied = Stats::get(&stats.udp_refused_denied),
-        udp_rate_limited = Stats::get(&stats.udp_rate_limited),
-        udp_dropped_simulated = Stats::get(&stats.udp_dropped_simulated),
-        "stopped"
-    );
+    let counters: Vec<String> = stats
+        .snapshot()
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    tracing::info!("stopped: {}", counters.join(" "));
 }

@@ -62,4 +62,54 @@ impl Stats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// Every counter by name, in declaration order: what the shutdown summary
+    /// (and anything else that reports them all) prints.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("tcp_connections", &self.tcp_connections),
+            ("tcp_refused_busy", &self.tcp_refused_busy),
+            ("tcp_refused_per_source", &self.tcp_refused_per_source),
+            ("tcp_refused_denied", &self.tcp_refused_denied),
+            ("tcp_idle_closed", &self.tcp_idle_closed),
+            ("tcp_write_stalled", &self.tcp_write_stalled),
+            ("tcp_line_too_long", &self.tcp_line_too_long),
+            ("tcp_errors", &self.tcp_errors),
+            ("accept_errors", &self.accept_errors),
+            ("tcp_bytes_in", &self.tcp_bytes_in),
+            ("tcp_bytes_out", &self.tcp_bytes_out),
+            ("udp_datagrams_in", &self.udp_datagrams_in),
+            ("udp_datagrams_out", &self.udp_datagrams_out),
+            ("udp_bytes_in", &self.udp_bytes_in),
+            ("udp_bytes_out", &self.udp_bytes_out),
+            ("udp_recv_errors", &self.udp_recv_errors),
+            ("udp_send_errors", &self.udp_send_errors),
+            ("udp_refused_source", &self.udp_refused_source),
+            ("udp_refused_denied", &self.udp_refused_denied),
+            ("udp_rate_limited", &self.udp_rate_limited),
+            ("udp_dropped_simulated", &self.udp_dropped_simulated),
+        ]
+        .into_iter()
+        .map(|(name, counter)| (name, Self::get(counter)))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_names_every_counter_once() {
+        let stats = Stats::default();
+        Stats::add(&stats.udp_recv_errors, 2);
+        let snapshot = stats.snapshot();
+        // Each counter is 8 bytes: the snapshot must not miss one.
+        assert_eq!(snapshot.len(), std::mem::size_of::<Stats>() / 8);
+        assert!(snapshot.contains(&("udp_recv_errors", 2)));
+        let mut names: Vec<_> = snapshot.iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), snapshot.len());
+    }
 }
