@@ -13,10 +13,14 @@
 //! | [`client`] | connecting, sending a message, awaiting the reply that matches it |
 //! | [`ping`] | the UDP Pinger: probes, matching replies by sequence number, counting |
 //! | [`stats`] | round-trip time statistics: min/avg/max/mdev, percentiles, jitter |
+//! | [`bench`] | the load generator: pacing, in-flight windows, reply checks, reports |
+//! | [`mmsg`] | many datagrams per system call (`recvmmsg`/`sendmmsg`) |
 //!
 //! The `upcase` binary adds command-line parsing (`src/main.rs`, `src/cli/`).
 
+pub mod bench;
 pub mod client;
+pub mod mmsg;
 pub mod ping;
 pub mod protocol;
 pub mod server;

@@ -22,6 +22,8 @@ enum Command {
     Client(cli::client::Args),
     /// The textbook's UDP Pinger: round-trip times, loss, duplicates, reordering.
     Ping(cli::ping::Args),
+    /// Load a server with requests, check every reply, measure rate and latency.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),
         Command::Ping(args) => cli::ping::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(code) => code,

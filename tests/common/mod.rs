@@ -213,21 +213,26 @@ pub fn run_with_input(mut command: Command, input: &[u8]) -> Output {
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
+    let output = wait_output(child);
+    writer.join().unwrap();
+    output
+}
+
+/// Waits (boundedly) for a child spawned with piped stdout and stderr.
+pub fn wait_output(child: Child) -> Output {
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let output = match rx.recv_timeout(PATIENCE) {
+    match rx.recv_timeout(PATIENCE) {
         Ok(output) => output.expect("wait"),
         Err(_) => {
-            // SAFETY: kill(2) on the child we spawned.
+            // SAFETY: kill(2) on a child we spawned.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{command:?} did not finish within {PATIENCE:?}");
+            panic!("pid {pid} did not finish within {PATIENCE:?}");
         }
-    };
-    writer.join().unwrap();
-    output
+    }
 }
 
 /// A python3 peer from `tests/peers/` with `args`.

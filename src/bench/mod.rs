@@ -1,0 +1,375 @@
+//! `upcase bench`: a load generator that checks every reply.
+//!
+//! # Design
+//! - **Threads**: `threads` OS threads, each with its own single-threaded
+//!   tokio runtime; connection `i` lives on thread `i % threads`. Nothing is
+//!   shared between connections but two progress counters (relaxed atomics,
+//!   bumped once per batch) and the stop signal.
+//! - **A connection** is one task owning its socket, its [`InFlight`] window
+//!   and its [`Tally`]; tallies are merged once, at the end.
+//! - **Matching**: each request carries its sequence number ([`payload`]);
+//!   UDP replies are matched by it in any order, TCP replies in order.
+//! - **Few system calls**: UDP sends and receives up to [`BATCH`] datagrams
+//!   per call ([`crate::mmsg`]); a persistent TCP connection writes all its
+//!   due requests in one write and parses every reply a read brought.
+//! - **Timing**: see [`pace`]. Latency counts from the intended send time.
+
+mod inflight;
+pub mod pace;
+pub mod payload;
+pub mod plot;
+pub mod report;
+mod tcp;
+mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+pub use inflight::{InFlight, Request};
+pub use pace::{Next, Pacer};
+pub use payload::{Expect, Payloads};
+pub use report::{Results, Tally};
+
+/// Datagrams per `recvmmsg`/`sendmmsg` call.
+pub const BATCH: usize = 32;
+
+/// How requests travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// One datagram per request, on connected UDP sockets.
+    Udp,
+    /// Newline-terminated requests on long-lived TCP connections.
+    TcpPersistent,
+    /// Per request: connect, send it unterminated, read the reply, close
+    /// (what the textbook TCPClient does).
+    TcpOneshot,
+}
+
+/// When sending stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// After this long (after the warm-up).
+    After(Duration),
+    /// After this many measured requests in all.
+    Count(u64),
+}
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The server.
+    pub target: SocketAddr,
+    /// UDP, or TCP persistent or oneshot.
+    pub transport: Transport,
+    /// Connections (UDP: sockets); for oneshot, requests at once.
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// When to stop sending.
+    pub stop: Stop,
+    /// Bytes per request (with its newline on persistent TCP).
+    pub size: usize,
+    /// Load sent first and not counted.
+    pub warmup: Duration,
+    /// Open loop at this many requests per second in all; `None`: closed
+    /// loop.
+    pub rate: Option<f64>,
+    /// What a right reply is.
+    pub expect: Expect,
+    /// How long a request may await its reply.
+    pub timeout: Duration,
+    /// OS threads.
+    pub threads: usize,
+}
+
+impl Config {
+    /// Checks the values that no type rules out.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connections == 0 || self.pipeline == 0 || self.threads == 0 {
+            return Err("connections, pipeline and threads must each be at least 1".into());
+        }
+        if self.transport == Transport::TcpOneshot && self.pipeline != 1 {
+            return Err("oneshot sends one request per connection: --pipeline must be 1".into());
+        }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(format!("--rate must be a positive number, not {rate}"));
+        }
+        if self.transport == Transport::Udp {
+            let max = match self.target {
+                SocketAddr::V4(_) => crate::protocol::MAX_DATAGRAM_BYTES_V4,
+                SocketAddr::V6(_) => crate::protocol::MAX_DATAGRAM_BYTES_V6,
+            };
+            if self.size > max {
+                return Err(format!("a UDP request cannot exceed {max} bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters the progress line reads while the run goes.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Requests sent (warm-up included).
+    pub sent: AtomicU64,
+    /// Replies received (warm-up included).
+    pub received: AtomicU64,
+}
+
+/// What every connection of a run shares.
+struct Run {
+    config: Config,
+    payloads: Payloads,
+    start: Instant,
+    measure_start: Instant,
+    send_until: Option<Instant>,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+}
+
+impl Run {
+    /// Connection `index`'s schedule: its share of the count and of the
+    /// rate, its start spread across the first interval.
+    fn pacer(&self, index: usize) -> Pacer {
+        let c = &self.config;
+        let quota = match c.stop {
+            Stop::Count(n) => {
+                let share = n / c.connections as u64;
+                Some(share + u64::from((index as u64) < n % c.connections as u64))
+            }
+            Stop::After(_) => None,
+        };
+        match c.rate {
+            None => Pacer::closed(self.measure_start, self.send_until, quota),
+            Some(rate) => {
+                let interval = Duration::from_secs_f64(c.connections as f64 / rate);
+                let first = self.start + interval.mul_f64(index as f64 / c.connections as f64);
+                Pacer::open(first, interval, self.measure_start, self.send_until, quota)
+            }
+        }
+    }
+
+    fn counted(&self, sent: u64, received: u64) {
+        self.progress.sent.fetch_add(sent, Ordering::Relaxed);
+        self.progress
+            .received
+            .fetch_add(received, Ordering::Relaxed);
+    }
+}
+
+/// A run under way.
+pub struct Running {
+    run: Arc<Run>,
+    threads: Vec<JoinHandle<Tally>>,
+}
+
+/// Starts the load on `config.threads` threads.
+pub fn start(config: Config) -> io::Result<Running> {
+    config.validate().map_err(io::Error::other)?;
+    let newline = config.transport == Transport::TcpPersistent;
+    let payloads = Payloads::new(config.size, newline, config.expect).map_err(io::Error::other)?;
+    let start = Instant::now();
+    let measure_start = start + config.warmup;
+    let send_until = match config.stop {
+        Stop::After(d) => Some(measure_start + d),
+        Stop::Count(_) => None,
+    };
+    let run = Arc::new(Run {
+        payloads,
+        start,
+        measure_start,
+        send_until,
+        progress: Arc::default(),
+        cancel: CancellationToken::new(),
+        config,
+    });
+    let mut threads = Vec::new();
+    for t in 0..run.config.threads {
+        let run = Arc::clone(&run);
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || thread_main(run, t))?;
+        threads.push(handle);
+    }
+    Ok(Running { run, threads })
+}
+
+/// Runs the connections `t`, `t + threads`, ... to their end.
+fn thread_main(run: Arc<Run>, t: usize) -> Tally {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("bench thread {t}: cannot start a runtime: {e}");
+            let mut tally = Tally::default();
+            tally.error("runtime");
+            return tally;
+        }
+    };
+    runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in (t..run.config.connections).step_by(run.config.threads) {
+            let run = Arc::clone(&run);
+            match run.config.transport {
+                Transport::Udp => tasks.spawn(udp::connection(run, index)),
+                Transport::TcpPersistent => tasks.spawn(tcp::persistent(run, index)),
+                Transport::TcpOneshot => tasks.spawn(tcp::oneshot(run, index)),
+            };
+        }
+        let mut total = Tally::default();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(tally) => total.merge(&tally),
+                Err(e) => {
+                    tracing::error!("bench connection failed: {e}");
+                    total.error("panic");
+                }
+            }
+        }
+        total
+    })
+}
+
+impl Running {
+    /// Requests sent and replies received so far, warm-up included.
+    pub fn progress(&self) -> (u64, u64) {
+        let p = &self.run.progress;
+        (
+            p.sent.load(Ordering::Relaxed),
+            p.received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// When the run started.
+    pub fn started(&self) -> Instant {
+        self.run.start
+    }
+
+    /// Stops sending; requests awaiting replies are counted in flight.
+    pub fn stop(&self) {
+        self.run.cancel.cancel();
+    }
+
+    /// Whether every connection has finished.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Waits for every connection and merges what they counted.
+    pub fn finish(self) -> Results {
+        let mut total = Tally::default();
+        for handle in self.threads {
+            match handle.join() {
+                Ok(tally) => total.merge(&tally),
+                Err(_) => total.error("panic"),
+            }
+        }
+        let end = self
+            .run
+            .send_until
+            .map_or_else(Instant::now, |t| t.min(Instant::now()));
+        Results::new(&total, self.run.measure_start, end)
+    }
+}
+
+/// A short name for what went wrong, for the error counts.
+fn error_kind(e: &io::Error) -> &'static str {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "refused",
+        K::ConnectionReset | K::BrokenPipe | K::ConnectionAborted => "reset",
+        K::TimedOut => "timeout",
+        K::UnexpectedEof => "closed",
+        K::AddrNotAvailable | K::AddrInUse => "no local port",
+        _ if e.raw_os_error() == Some(libc::EMFILE) => "out of fds",
+        _ => "io",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(connections: usize, stop: Stop, rate: Option<f64>) -> Config {
+        Config {
+            target: "127.0.0.1:1".parse().unwrap(),
+            transport: Transport::Udp,
+            connections,
+            pipeline: 1,
+            stop,
+            size: 64,
+            warmup: Duration::ZERO,
+            rate,
+            expect: Expect::Upper,
+            timeout: Duration::from_secs(1),
+            threads: 1,
+        }
+    }
+
+    fn run(config: Config) -> Run {
+        let start = Instant::now();
+        Run {
+            payloads: Payloads::new(64, false, Expect::Upper).unwrap(),
+            start,
+            measure_start: start,
+            send_until: None,
+            progress: Arc::default(),
+            cancel: CancellationToken::new(),
+            config,
+        }
+    }
+
+    #[test]
+    fn a_count_is_shared_out_exactly() {
+        let r = run(config(3, Stop::Count(10), None));
+        let mut total = 0;
+        for i in 0..3 {
+            let mut p = r.pacer(i);
+            while let Next::Send { .. } = p.poll(Instant::now()) {
+                p.sent(true);
+                total += 1;
+            }
+        }
+        assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn a_rate_is_shared_out_and_starts_staggered() {
+        let r = run(config(4, Stop::Count(8), Some(1000.0)));
+        let mut firsts = Vec::new();
+        for i in 0..4 {
+            let p = r.pacer(i);
+            match p.poll(r.start + Duration::from_secs(10)) {
+                Next::Send { intended, .. } => firsts.push(intended - r.start),
+                other => panic!("{other:?}"),
+            }
+        }
+        // 1000/s over 4 connections: each sends every 4 ms, 1 ms apart.
+        let want: Vec<Duration> = (0..4).map(Duration::from_millis).collect();
+        assert_eq!(firsts, want);
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let mut c = config(1, Stop::Count(1), Some(0.0));
+        assert!(c.validate().unwrap_err().contains("--rate"));
+        c.rate = None;
+        c.transport = Transport::TcpOneshot;
+        c.pipeline = 2;
+        assert!(c.validate().unwrap_err().contains("--pipeline"));
+        c.pipeline = 1;
+        c.transport = Transport::Udp;
+        c.size = 70_000;
+        assert!(c.validate().unwrap_err().contains("65507"));
+    }
+}

@@ -1,0 +1,339 @@
+//! What a run counted and measured, merged across connections and threads,
+//! and the report made of it: pure, no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// The fate of every measured request, and the bytes moved.
+///
+/// Every request sent is exactly one of received, lost, failed or in flight:
+/// `sent == received + lost + failed + in_flight`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests that got a reply (right or wrong).
+    pub received: u64,
+    /// Of those, replies that were not the right answer.
+    pub mismatched: u64,
+    /// Requests with no reply within the timeout.
+    pub lost: u64,
+    /// Requests whose connection failed (reset, closed, refused) before the
+    /// reply came.
+    pub failed: u64,
+    /// Requests still awaiting a reply when the run was stopped.
+    pub in_flight: u64,
+    /// Replies that answered no request in flight: duplicates, replies after
+    /// their timeout, or ones whose sequence number was garbled.
+    pub unexpected: u64,
+    /// Bytes of measured requests.
+    pub bytes_sent: u64,
+    /// Bytes of replies to measured requests.
+    pub bytes_received: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.sent += o.sent;
+        self.received += o.received;
+        self.mismatched += o.mismatched;
+        self.lost += o.lost;
+        self.failed += o.failed;
+        self.in_flight += o.in_flight;
+        self.unexpected += o.unexpected;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+    }
+}
+
+/// What one connection (or, merged, a whole run) counted.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    /// Requests and replies.
+    pub counts: Counts,
+    /// Errors by kind (`connect`, `reset`, `closed`, `timeout`, ...): each
+    /// failed connection attempt or connection that died counts once.
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of measured replies, in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// When the last measured request was settled (answered, lost, failed).
+    pub last_settled: Option<Instant>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            counts: Counts::default(),
+            errors: BTreeMap::new(),
+            latency: Histogram::new(3).expect("3 significant digits is valid"),
+            last_settled: None,
+        }
+    }
+}
+
+impl Tally {
+    /// Counts one error of `kind`.
+    pub fn error(&mut self, kind: &str) {
+        *self.errors.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    /// Records a measured reply that took `latency`, received at `now`.
+    pub fn reply(&mut self, latency: Duration, bytes: usize, correct: bool, now: Instant) {
+        self.counts.received += 1;
+        self.counts.mismatched += u64::from(!correct);
+        self.counts.bytes_received += bytes as u64;
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
+        // The histogram resizes to fit; should that fail, the value is
+        // clamped to the largest it can hold rather than dropped.
+        if self.latency.record(nanos).is_err() {
+            self.latency.saturating_record(nanos);
+        }
+        self.last_settled = Some(now);
+    }
+
+    /// Records `n` measured requests settled without a reply at `now`.
+    pub fn settled(&mut self, n: u64, now: Instant) {
+        if n > 0 {
+            self.last_settled = Some(now);
+        }
+    }
+
+    /// Adds another tally into this one.
+    pub fn merge(&mut self, other: &Tally) {
+        self.counts.add(&other.counts);
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += n;
+        }
+        // Both resize to fit; adding cannot fail for want of range.
+        let _ = self.latency.add(&other.latency);
+        self.last_settled = self.last_settled.max(other.last_settled);
+    }
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Smallest.
+    pub min_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p99_9_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+/// One point of the latency distribution: `percentile`% of replies took at
+/// most `ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// 0 to 100.
+    pub percentile: f64,
+    /// Milliseconds.
+    pub ms: f64,
+}
+
+/// The results of a run, as `--json` prints them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// Requests and replies.
+    pub counts: Counts,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Seconds from the end of the warm-up to the last request settled.
+    pub seconds: f64,
+    /// Replies received per second.
+    pub messages_per_second: f64,
+    /// Request bytes per second.
+    pub bytes_sent_per_second: f64,
+    /// Reply bytes per second.
+    pub bytes_received_per_second: f64,
+    /// `None` when no reply came.
+    pub latency: Option<Latency>,
+    /// The latency distribution from the median out to 99.999% (for plots).
+    pub distribution: Vec<Point>,
+}
+
+impl Results {
+    /// Summarizes `tally`, measured from `measure_start` (the end of the
+    /// warm-up) to `end` unless a request settled later.
+    pub fn new(tally: &Tally, measure_start: Instant, end: Instant) -> Results {
+        let end = tally.last_settled.map_or(end, |t| t.max(end));
+        let seconds = end.saturating_duration_since(measure_start).as_secs_f64();
+        let per_second = |n: u64| {
+            if seconds > 0.0 {
+                n as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        let h = &tally.latency;
+        let ms = |nanos: u64| nanos as f64 / 1e6;
+        let latency = (!h.is_empty()).then(|| Latency {
+            min_ms: ms(h.min()),
+            mean_ms: h.mean() / 1e6,
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p99_9_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        });
+        // Evenly spaced in log10(1 / (1 - q)): 0 is the minimum, 1 is 90%,
+        // 2 is 99%, ... as HdrHistogram's percentile plots space them.
+        let distribution = if h.is_empty() {
+            Vec::new()
+        } else {
+            (0..=50)
+                .map(|tenth| {
+                    let q = 1.0 - 10f64.powf(-f64::from(tenth) / 10.0);
+                    Point {
+                        percentile: q * 100.0,
+                        ms: ms(h.value_at_quantile(q)),
+                    }
+                })
+                .collect()
+        };
+        Results {
+            counts: tally.counts,
+            errors: tally.errors.clone(),
+            seconds,
+            messages_per_second: per_second(tally.counts.received),
+            bytes_sent_per_second: per_second(tally.counts.bytes_sent),
+            bytes_received_per_second: per_second(tally.counts.bytes_received),
+            latency,
+            distribution,
+        }
+    }
+
+    /// The report as text, after a one-line heading the caller prints.
+    pub fn text(&self) -> String {
+        let c = &self.counts;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "  requests   {} sent, {} received, {} lost, {} failed, {} in flight",
+            c.sent, c.received, c.lost, c.failed, c.in_flight
+        );
+        let _ = writeln!(
+            out,
+            "  replies    {} right, {} wrong, {} unexpected",
+            c.received - c.mismatched,
+            c.mismatched,
+            c.unexpected
+        );
+        let _ = writeln!(
+            out,
+            "  rate       {:.0} msg/s, {} out, {} in, over {:.3} s",
+            self.messages_per_second,
+            bytes_rate(self.bytes_sent_per_second),
+            bytes_rate(self.bytes_received_per_second),
+            self.seconds
+        );
+        match &self.latency {
+            Some(l) => {
+                let _ = writeln!(
+                    out,
+                    "  latency    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms (mean {:.3} ms)",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.p99_9_ms, l.max_ms, l.mean_ms
+                );
+            }
+            None => out.push_str("  latency    no replies\n"),
+        }
+        if !self.errors.is_empty() {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            let _ = writeln!(out, "  errors     {}", list.join(", "));
+        }
+        out
+    }
+}
+
+/// `12.3 MB/s`, in SI units like iperf and wrk.
+fn bytes_rate(per_second: f64) -> String {
+    let units = ["B/s", "kB/s", "MB/s", "GB/s"];
+    let mut value = per_second;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", units[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_tallies_add_up() {
+        let t0 = Instant::now();
+        let mut a = Tally::default();
+        a.counts.sent = 3;
+        a.reply(Duration::from_millis(1), 10, true, t0);
+        a.reply(Duration::from_millis(3), 10, false, t0);
+        a.counts.lost = 1;
+        a.error("reset");
+        let mut b = Tally::default();
+        b.counts.sent = 2;
+        b.reply(
+            Duration::from_millis(2),
+            10,
+            true,
+            t0 + Duration::from_secs(2),
+        );
+        b.counts.in_flight = 1;
+        b.error("reset");
+        b.error("connect");
+        a.merge(&b);
+        let c = a.counts;
+        assert_eq!(
+            (c.sent, c.received, c.mismatched, c.lost, c.in_flight),
+            (5, 3, 1, 1, 1)
+        );
+        assert_eq!(c.sent, c.received + c.lost + c.failed + c.in_flight);
+        assert_eq!(a.errors["reset"], 2);
+        assert_eq!(a.errors["connect"], 1);
+
+        let r = Results::new(&a, t0, t0 + Duration::from_secs(1));
+        assert_eq!(r.seconds, 2.0, "ends at the last settled request");
+        assert_eq!(r.messages_per_second, 1.5);
+        let l = r.latency.unwrap();
+        assert!(
+            (l.p50_ms - 2.0).abs() < 0.01 && (l.max_ms - 3.0).abs() < 0.01,
+            "{l:?}"
+        );
+        assert_eq!(r.distribution.len(), 51);
+        assert!(r.distribution.windows(2).all(|w| w[0].ms <= w[1].ms));
+        assert!(r.text().contains("3 received"));
+        assert!(r.text().contains("1 connect, 2 reset"));
+    }
+
+    #[test]
+    fn no_replies_is_no_latency() {
+        let t0 = Instant::now();
+        let r = Results::new(&Tally::default(), t0, t0);
+        assert_eq!((r.latency, r.messages_per_second), (None, 0.0));
+        assert!(r.distribution.is_empty());
+        assert!(r.text().contains("no replies"));
+    }
+
+    #[test]
+    fn byte_rates_use_si_units() {
+        assert_eq!(bytes_rate(999.0), "999.0 B/s");
+        assert_eq!(bytes_rate(1_500_000.0), "1.5 MB/s");
+        assert_eq!(bytes_rate(2.5e12), "2500.0 GB/s");
+    }
+}

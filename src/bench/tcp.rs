@@ -1,0 +1,287 @@
+//! One TCP connection of a run: persistent (many requests, pipelined) or
+//! oneshot (a connection per request).
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, sleep_until, timeout};
+
+use super::{InFlight, Next, Request, Run, Tally, error_kind};
+
+/// Bytes read per call on a persistent connection.
+const READ_BYTES: usize = 64 * 1024;
+
+/// Consecutive failed connects after which a connection gives up.
+const CONNECT_TRIES: u32 = 5;
+
+/// Drives persistent connection `index`: requests as lines, up to the
+/// pipeline depth in flight, replies taken in order. A connection that
+/// fails or times out is counted and made again.
+pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
+    let mut tally = Tally::default();
+    let mut pacer = run.pacer(index);
+    let mut window = InFlight::starting_at(1);
+    let size = run.payloads.size();
+    // A reply line longer than this can't be right (3x is the most that
+    // case mapping can grow text).
+    let max_line = size * 3 + 64;
+    let mut failures = 0;
+
+    'connection: loop {
+        if run.cancel.is_cancelled() || matches!(pacer.poll(Instant::now()), Next::Done) {
+            break;
+        }
+        let stream = match connect(&run).await {
+            Ok(s) => {
+                failures = 0;
+                s
+            }
+            Err(e) => {
+                tally.error(error_kind(&e));
+                failures += 1;
+                if failures >= CONNECT_TRIES {
+                    tracing::warn!(
+                        "connection {index}: gave up after {failures} failed connects: {e}"
+                    );
+                    break;
+                }
+                tokio::select! {
+                    () = run.cancel.cancelled() => break,
+                    () = sleep(Duration::from_millis(100) * failures) => continue,
+                }
+            }
+        };
+        let mut out: Vec<u8> = Vec::with_capacity(run.config.pipeline * size);
+        let mut written = 0;
+        let mut input = vec![0u8; READ_BYTES + max_line];
+        let mut filled = 0;
+
+        loop {
+            let now = Instant::now();
+            if window
+                .next_deadline(run.config.timeout)
+                .is_some_and(|t| t <= now)
+            {
+                let lost = window.clear();
+                tally.counts.lost += lost;
+                tally.settled(lost, now);
+                tally.error("timeout");
+                continue 'connection;
+            }
+            let mut wake = None;
+            let mut done = false;
+            let mut sent = 0;
+            while window.outstanding() < run.config.pipeline {
+                match pacer.poll(now) {
+                    Next::Send { intended, measured } => {
+                        run.payloads.write(window.next_seq(), &mut out);
+                        window.push(Request {
+                            intended,
+                            sent: now,
+                            measured,
+                        });
+                        pacer.sent(measured);
+                        sent += 1;
+                        if measured {
+                            tally.counts.sent += 1;
+                            tally.counts.bytes_sent += size as u64;
+                        }
+                    }
+                    Next::Wait(t) => {
+                        wake = Some(t);
+                        break;
+                    }
+                    Next::Done => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            while written < out.len() {
+                match stream.try_write(&out[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        failed(&mut tally, &mut window, error_kind(&e));
+                        continue 'connection;
+                    }
+                }
+            }
+            if written == out.len() {
+                out.clear();
+                written = 0;
+            }
+            run.counted(sent, 0);
+            if done && window.outstanding() == 0 {
+                break 'connection;
+            }
+
+            let deadline = window.next_deadline(run.config.timeout);
+            let interest = if out.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            tokio::select! {
+                biased;
+                () = run.cancel.cancelled() => {
+                    tally.counts.in_flight += window.clear();
+                    break 'connection;
+                }
+                _ = stream.ready(interest) => {}
+                () = sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
+                () = super::pace::until(wake.unwrap_or(now)), if wake.is_some() => {}
+            }
+
+            let mut received = 0;
+            loop {
+                let n = match stream.try_read(&mut input[filled..]) {
+                    Ok(0) => {
+                        failed(&mut tally, &mut window, "closed");
+                        continue 'connection;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        failed(&mut tally, &mut window, error_kind(&e));
+                        continue 'connection;
+                    }
+                };
+                let now = Instant::now();
+                let end = filled + n;
+                let mut start = 0;
+                while let Some(at) = memchr::memchr(b'\n', &input[filled..end]) {
+                    let line_end = filled + at;
+                    let line = &input[start..line_end];
+                    match window.take_oldest() {
+                        Some((seq, request)) if request.measured => {
+                            let right = run.payloads.is_correct(seq, line);
+                            tally.reply(now - request.intended, line.len() + 1, right, now);
+                        }
+                        Some(_) => {}
+                        None => tally.counts.unexpected += 1,
+                    }
+                    received += 1;
+                    start = line_end + 1;
+                    filled = start;
+                }
+                input.copy_within(start..end, 0);
+                filled = end - start;
+                if filled > max_line {
+                    failed(&mut tally, &mut window, "reply too long");
+                    continue 'connection;
+                }
+                if n < READ_BYTES {
+                    break;
+                }
+            }
+            run.counted(0, received);
+        }
+    }
+    tally
+}
+
+/// The connection died: its requests in flight failed.
+fn failed(tally: &mut Tally, window: &mut InFlight, kind: &str) {
+    let now = Instant::now();
+    let n = window.clear();
+    tally.counts.failed += n;
+    tally.settled(n, now);
+    tally.error(kind);
+}
+
+async fn connect(run: &Run) -> io::Result<TcpStream> {
+    let stream = timeout(run.config.timeout, TcpStream::connect(run.config.target))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Drives oneshot slot `index`: per request, connect, send it
+/// unterminated, read the reply, close, as the textbook TCPClient does.
+pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
+    let mut tally = Tally::default();
+    let mut pacer = run.pacer(index);
+    let mut seq = 0u64;
+    let size = run.payloads.size();
+    let mut message = Vec::with_capacity(size);
+    let mut reply = vec![0u8; size * 3 + 64];
+    loop {
+        let now = Instant::now();
+        let (intended, measured) = match pacer.poll(now) {
+            Next::Send { intended, measured } => (intended, measured),
+            Next::Wait(t) => {
+                tokio::select! {
+                    () = run.cancel.cancelled() => break,
+                    () = super::pace::until(t) => continue,
+                }
+            }
+            Next::Done => break,
+        };
+        pacer.sent(measured);
+        seq += 1;
+        message.clear();
+        run.payloads.write(seq, &mut message);
+        if measured {
+            tally.counts.sent += 1;
+            tally.counts.bytes_sent += size as u64;
+        }
+        run.counted(1, 0);
+        let exchange = timeout(run.config.timeout, exchange(&run, &message, &mut reply));
+        let outcome = tokio::select! {
+            () = run.cancel.cancelled() => {
+                tally.counts.in_flight += u64::from(measured);
+                break;
+            }
+            outcome = exchange => outcome,
+        };
+        let now = Instant::now();
+        match outcome {
+            Ok(Ok(n)) => {
+                run.counted(0, 1);
+                if measured {
+                    let right = run.payloads.is_correct(seq, &reply[..n]);
+                    tally.reply(now - intended, n, right, now);
+                }
+            }
+            Ok(Err(e)) => {
+                tally.error(error_kind(&e));
+                if measured {
+                    tally.counts.failed += 1;
+                    tally.settled(1, now);
+                }
+            }
+            Err(_) => {
+                tally.error("timeout");
+                if measured {
+                    tally.counts.lost += 1;
+                    tally.settled(1, now);
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// One connection, one request, one reply: reads until the reply has the
+/// request's length (a right reply's length) or the server closes.
+async fn exchange(run: &Run, message: &[u8], reply: &mut [u8]) -> io::Result<usize> {
+    let mut stream = connect(run).await?;
+    stream.write_all(message).await?;
+    let mut n = 0;
+    while n < message.len() {
+        match stream.read(&mut reply[n..]).await? {
+            0 if n == 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            0 => break,
+            got => n += got,
+        }
+        if n == reply.len() {
+            break;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,156 @@
+//! One UDP socket of a run: batches of requests out, batches of replies in,
+//! matched by sequence number.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::time::sleep_until;
+
+use super::{BATCH, InFlight, Next, Payloads, Request, Run, Tally, error_kind};
+use crate::mmsg::{RecvBatch, SendBatch};
+
+/// Drives socket `index` until its pacer is done and every request is
+/// settled, or the run is stopped.
+pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
+    let mut tally = Tally::default();
+    let target = run.config.target;
+    let socket = match UdpSocket::bind(crate::client::unspecified_like(target)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot open a UDP socket: {e}");
+            tally.error(error_kind(&e));
+            return tally;
+        }
+    };
+    if let Err(e) = socket.connect(target).await {
+        tracing::warn!("cannot reach udp {target}: {e}");
+        tally.error(error_kind(&e));
+        return tally;
+    }
+    let size = run.payloads.size();
+    // A right reply has the request's length; a bigger slot shows a longer
+    // (wrong) reply as wrong rather than cut.
+    let slot = (size * 3 + 64).min(crate::protocol::DATAGRAM_BUFFER_BYTES);
+    let mut recv = RecvBatch::new(BATCH, slot);
+    let mut send = SendBatch::new(BATCH);
+    let mut out = Vec::with_capacity(BATCH * size);
+    let mut pacer = run.pacer(index);
+    let mut window = InFlight::starting_at(1);
+    let timeout = run.config.timeout;
+
+    loop {
+        let now = Instant::now();
+        let lost = window.expire(now, timeout);
+        tally.counts.lost += lost;
+        tally.settled(lost, now);
+
+        let mut wake = None;
+        let mut done = false;
+        let mut sent = 0;
+        while window.outstanding() < run.config.pipeline && out.len() < BATCH * size {
+            match pacer.poll(now) {
+                Next::Send { intended, measured } => {
+                    run.payloads.write(window.next_seq(), &mut out);
+                    window.push(Request {
+                        intended,
+                        sent: now,
+                        measured,
+                    });
+                    pacer.sent(measured);
+                    sent += 1;
+                    if measured {
+                        tally.counts.sent += 1;
+                        tally.counts.bytes_sent += size as u64;
+                    }
+                }
+                Next::Wait(t) => {
+                    wake = Some(t);
+                    break;
+                }
+                Next::Done => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        while !out.is_empty() {
+            match socket.try_io(Interest::WRITABLE, || send.send(socket.as_fd(), &out, size)) {
+                Ok(n) => {
+                    out.drain(..n * size);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Such as ECONNREFUSED reported from an earlier ICMP
+                    // error: these requests are not sent and will time out.
+                    tally.error(error_kind(&e));
+                    out.clear();
+                }
+            }
+        }
+        if done && window.outstanding() == 0 && out.is_empty() {
+            break;
+        }
+
+        let deadline = window.next_deadline(timeout);
+        tokio::select! {
+            biased;
+            () = run.cancel.cancelled() => {
+                tally.counts.in_flight += window.clear();
+                break;
+            }
+            _ = socket.readable() => {}
+            _ = socket.writable(), if !out.is_empty() => {}
+            () = sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
+            () = super::pace::until(wake.unwrap_or(now)), if wake.is_some() => {}
+        }
+
+        let mut received = 0;
+        loop {
+            let n = match socket.try_io(Interest::READABLE, || recv.recv(socket.as_fd())) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Readiness is kept after an error: the next turn
+                    // reads on.
+                    tally.error(error_kind(&e));
+                    break;
+                }
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let (reply, cut) = recv.get(i);
+                settle(&run.payloads, &mut window, &mut tally, reply, cut, now);
+            }
+            received += n as u64;
+            if n < BATCH {
+                break;
+            }
+        }
+        run.counted(sent, received);
+    }
+    tally
+}
+
+/// Matches one reply to its request and counts it.
+fn settle(
+    payloads: &Payloads,
+    window: &mut InFlight,
+    tally: &mut Tally,
+    reply: &[u8],
+    cut: bool,
+    now: Instant,
+) {
+    let matched = Payloads::seq_of(reply).and_then(|seq| Some((seq, window.take(seq)?)));
+    match matched {
+        Some((seq, request)) if request.measured => {
+            let right = !cut && payloads.is_correct(seq, reply);
+            tally.reply(now - request.intended, reply.len(), right, now);
+        }
+        Some(_) => {}
+        None => tally.counts.unexpected += 1,
+    }
+}

@@ -1,0 +1,324 @@
+//! `upcase bench`: parses the options, runs [`upcase::bench`], shows a
+//! progress line on a terminal, and prints the report (text or JSON) and an
+//! optional chart.
+
+use std::io::{IsTerminal, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use upcase::bench::plot::{self, Series};
+use upcase::bench::report::Point;
+use upcase::bench::{self, Config, Expect, Results, Stop, Transport};
+use upcase::client;
+use upcase::server::DEFAULT_PORT;
+
+/// Options of `upcase bench`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("transport").required(true).args(["udp", "tcp"])))]
+pub struct Args {
+    /// Server host name or IP address
+    host: String,
+    /// Server port
+    #[arg(short, long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Load over UDP: one datagram per request
+    #[arg(long)]
+    udp: bool,
+    /// Load over TCP (see --mode)
+    #[arg(long)]
+    tcp: bool,
+    /// TCP only: persistent connections carrying newline-terminated
+    /// requests, or oneshot (connect, one unterminated request, read the
+    /// reply, close: the textbook TCPClient)
+    #[arg(long, value_enum, default_value_t = Mode::Persistent, requires = "tcp")]
+    mode: Mode,
+    /// Connections (UDP: sockets; oneshot: requests at once)
+    #[arg(short = 'c', long, default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// How long to send after the warm-up (e.g. 10s, 1m); the default when
+    /// -n is not given
+    #[arg(short = 'd', long, value_parser = super::parse_duration, conflicts_with = "messages")]
+    duration: Option<Duration>,
+    /// Send this many requests in all (after the warm-up), then stop
+    #[arg(short = 'n', long)]
+    messages: Option<u64>,
+    /// Bytes per request, the newline included on persistent TCP
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Load sent first and left out of the report
+    #[arg(long, default_value = "0s", value_parser = super::parse_duration)]
+    warmup: Duration,
+    /// Open loop: this many requests per second in all, on schedule whether
+    /// or not replies come; latency counts from when each request was due
+    /// (coordinated omission corrected). Without it: closed loop
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
+    /// What a right reply is; `none` checks only the sequence number
+    #[arg(long, value_enum, default_value_t = ExpectArg::Upper)]
+    expect: ExpectArg,
+    /// How long a request may await its reply before it counts as lost
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
+    timeout: Duration,
+    /// Threads generating load
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print the report as one JSON document
+    #[arg(long)]
+    json: bool,
+    /// Write a latency-by-percentile chart to this SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Also draw these earlier runs (their --json output) on the chart
+    #[arg(long, value_name = "RUN.json", requires = "plot")]
+    compare: Vec<PathBuf>,
+    /// This run's name on the chart and in the JSON
+    #[arg(long)]
+    label: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Persistent,
+    Oneshot,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExpectArg {
+    Upper,
+    Lower,
+    Echo,
+    None,
+}
+
+impl From<ExpectArg> for Expect {
+    fn from(e: ExpectArg) -> Self {
+        match e {
+            ExpectArg::Upper => Expect::Upper,
+            ExpectArg::Lower => Expect::Lower,
+            ExpectArg::Echo => Expect::Echo,
+            ExpectArg::None => Expect::None,
+        }
+    }
+}
+
+/// The document `--json` prints: the run's settings, then its results.
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    label: &'a str,
+    host: &'a str,
+    address: SocketAddr,
+    protocol: &'static str,
+    mode: Option<&'static str>,
+    connections: usize,
+    pipeline: usize,
+    size: usize,
+    rate: Option<f64>,
+    duration_s: Option<f64>,
+    messages: Option<u64>,
+    warmup_s: f64,
+    timeout_s: f64,
+    expect: String,
+    threads: usize,
+    interrupted: bool,
+    #[serde(flatten)]
+    results: &'a Results,
+}
+
+/// What `--compare` reads back from an earlier `--json`.
+#[derive(Debug, Deserialize)]
+struct EarlierRun {
+    label: String,
+    distribution: Vec<Point>,
+}
+
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Runs the benchmark and reports. Fails (exit 1) if any reply was wrong or
+/// none came.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging("warn");
+    let address = *client::resolve(&args.host, args.port)?
+        .first()
+        .expect("resolve returns at least one address");
+    let transport = match (args.udp, args.mode) {
+        (true, _) => Transport::Udp,
+        (false, Mode::Persistent) => Transport::TcpPersistent,
+        (false, Mode::Oneshot) => Transport::TcpOneshot,
+    };
+    let stop = match args.messages {
+        Some(n) => Stop::Count(n),
+        None => Stop::After(args.duration.unwrap_or(DEFAULT_DURATION)),
+    };
+    let config = Config {
+        target: address,
+        transport,
+        connections: args.connections,
+        pipeline: args.pipeline,
+        stop,
+        size: args.size,
+        warmup: args.warmup,
+        rate: args.rate,
+        expect: args.expect.into(),
+        timeout: args.timeout,
+        threads: args.threads,
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let earlier = args
+        .compare
+        .iter()
+        .map(read_earlier)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let label = args.label.clone().unwrap_or_else(|| heading(&config));
+
+    let (results, interrupted) = drive(
+        config.clone(),
+        !args.json && std::io::stderr().is_terminal(),
+    )?;
+
+    let mut out = std::io::stdout();
+    if args.json {
+        let c = &config;
+        let doc = JsonReport {
+            label: &label,
+            host: &args.host,
+            address,
+            protocol: if args.udp { "udp" } else { "tcp" },
+            mode: (!args.udp).then_some(match args.mode {
+                Mode::Persistent => "persistent",
+                Mode::Oneshot => "oneshot",
+            }),
+            connections: c.connections,
+            pipeline: c.pipeline,
+            size: c.size,
+            rate: c.rate,
+            duration_s: match c.stop {
+                Stop::After(d) => Some(d.as_secs_f64()),
+                Stop::Count(_) => None,
+            },
+            messages: args.messages,
+            warmup_s: c.warmup.as_secs_f64(),
+            timeout_s: c.timeout.as_secs_f64(),
+            expect: format!("{:?}", args.expect).to_lowercase(),
+            threads: c.threads,
+            interrupted,
+            results: &results,
+        };
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "upcase bench: {}", heading(&config))?;
+        if interrupted {
+            writeln!(out, "  (interrupted)")?;
+        }
+        write!(out, "{}", results.text())?;
+    }
+    out.flush()?;
+
+    if let Some(path) = &args.plot {
+        let mut series: Vec<Series<'_>> = earlier
+            .iter()
+            .map(|e| Series {
+                label: e.label.clone(),
+                points: &e.distribution,
+            })
+            .collect();
+        series.push(Series {
+            label,
+            points: &results.distribution,
+        });
+        let svg = plot::svg(&series).map_err(anyhow::Error::msg)?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+
+    let c = &results.counts;
+    Ok(if c.mismatched == 0 && c.received > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn read_earlier(path: &PathBuf) -> anyhow::Result<EarlierRun> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not the --json output of upcase bench",
+            path.display()
+        )
+    })
+}
+
+/// Runs the load to its end or to Ctrl-C, drawing a progress line on
+/// stderr if `progress`. Returns the results and whether it was cut short.
+fn drive(config: Config, progress: bool) -> anyhow::Result<(Results, bool)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let running = bench::start(config).context("starting the load")?;
+    let interrupted = runtime.block_on(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut poll = tokio::time::interval(Duration::from_millis(50));
+        let mut last_shown = tokio::time::Instant::now();
+        let mut last_received = 0;
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => {
+                    running.stop();
+                    return true;
+                }
+                _ = poll.tick() => {}
+            }
+            if running.is_finished() {
+                return false;
+            }
+            if progress && last_shown.elapsed() >= Duration::from_secs(1) {
+                let (sent, received) = running.progress();
+                let rate = (received - last_received) as f64 / last_shown.elapsed().as_secs_f64();
+                eprint!(
+                    "\r  {:>6.1} s  {sent} sent  {received} received  {rate:.0} msg/s   ",
+                    running.started().elapsed().as_secs_f64()
+                );
+                last_shown = tokio::time::Instant::now();
+                last_received = received;
+            }
+        }
+    });
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+    Ok((running.finish(), interrupted))
+}
+
+/// `udp 127.0.0.1:12000, 4 connections x 16 in flight, 64-byte requests,
+/// closed loop, 10s`.
+fn heading(c: &Config) -> String {
+    let transport = match c.transport {
+        Transport::Udp => "udp",
+        Transport::TcpPersistent => "tcp",
+        Transport::TcpOneshot => "tcp oneshot",
+    };
+    let load = match c.rate {
+        Some(rate) => format!("open loop at {rate} msg/s"),
+        None => "closed loop".to_owned(),
+    };
+    let stop = match c.stop {
+        Stop::After(d) => humantime::format_duration(d).to_string(),
+        Stop::Count(n) => format!("{n} requests"),
+    };
+    let plural = if c.connections == 1 { "" } else { "s" };
+    format!(
+        "{transport} {}, {} connection{plural} x {} in flight, {}-byte requests, {load}, {stop}",
+        c.target, c.connections, c.pipeline, c.size
+    )
+}

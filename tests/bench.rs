@@ -1,0 +1,425 @@
+//! `upcase bench` against `upcase server`, the textbook python servers, and
+//! deliberately wrong servers: every count exact, no reply wrongly judged.
+
+mod common;
+
+use common::{Server, run_with_input, start_python_server, start_textbook_server, upcase};
+use serde_json::Value;
+
+/// Runs `upcase bench --json` with `args`; returns its exit success and
+/// report, after checking that the counts add up.
+fn bench(args: &[&str]) -> (bool, Value) {
+    let mut command = upcase();
+    command.arg("bench").args(args).arg("--json");
+    let out = run_with_input(command, b"");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let c = counts(&report);
+    assert_eq!(
+        c["sent"],
+        c["received"] + c["lost"] + c["failed"] + c["in_flight"],
+        "every request accounted for: {report}"
+    );
+    (out.status.success(), report)
+}
+
+fn counts(report: &Value) -> std::collections::BTreeMap<String, u64> {
+    report["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
+}
+
+/// Asserts `n` requests each got its right reply, and nothing else came.
+fn assert_all_right(ok: bool, report: &Value, n: u64) {
+    let c = counts(report);
+    assert!(ok, "{report}");
+    assert_eq!(c["sent"], n, "{report}");
+    assert_eq!(c["received"], n, "{report}");
+    assert_eq!(c["mismatched"] + c["unexpected"], 0, "{report}");
+    assert_eq!(c["bytes_received"], c["bytes_sent"], "{report}");
+    assert!(report["latency"]["p50_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+}
+
+#[test]
+fn every_transform_of_upcase_server_checks_out_on_every_transport() {
+    for transform in ["upper", "lower", "echo"] {
+        let server = Server::start(&["--transform", transform]);
+        for (transport, addr) in [
+            (&["--udp"][..], server.udp4()),
+            (&["--udp"][..], server.udp6()),
+            (&["--tcp"][..], server.tcp4()),
+            (&["--tcp"][..], server.tcp6()),
+            (&["--tcp", "--mode", "oneshot"][..], server.tcp4()),
+        ] {
+            let port = addr.port().to_string();
+            let host = addr.ip().to_string();
+            let mut args = vec![host.as_str(), "--port", &port, "--expect", transform];
+            args.extend_from_slice(transport);
+            args.extend_from_slice(&["-n", "2000", "-c", "4", "--pipeline", "8"]);
+            if transport.contains(&"oneshot") {
+                args.retain(|a| *a != "--pipeline" && *a != "8");
+            }
+            args.extend_from_slice(&["--timeout", "10s", "--threads", "2"]);
+            let (ok, report) = bench(&args);
+            assert_all_right(ok, &report, 2000);
+        }
+    }
+}
+
+#[test]
+fn a_wrong_expectation_counts_every_reply_wrong_and_fails() {
+    let server = Server::start(&[]);
+    let port = server.tcp4().port().to_string();
+    let (ok, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tcp",
+        "-n",
+        "100",
+        "--expect",
+        "echo",
+    ]);
+    assert!(!ok, "wrong replies are a failure");
+    let c = counts(&report);
+    assert_eq!((c["received"], c["mismatched"]), (100, 100), "{report}");
+}
+
+#[test]
+fn the_textbook_servers_check_out() {
+    let (_udp, port) = start_textbook_server("textbook_udp_server.py");
+    let port = port.to_string();
+    let (ok, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--udp",
+        "-n",
+        "300",
+        "--timeout",
+        "10s",
+    ]);
+    assert_all_right(ok, &report, 300);
+
+    // The textbook TCPServer answers one sentence per connection, one
+    // connection at a time, with a backlog of 1: oneshot, one at a time.
+    let (_tcp, port) = start_textbook_server("textbook_tcp_server.py");
+    let port = port.to_string();
+    let (ok, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tcp",
+        "--mode",
+        "oneshot",
+        "-n",
+        "100",
+        "--timeout",
+        "10s",
+    ]);
+    assert_all_right(ok, &report, 100);
+}
+
+#[test]
+fn drops_corruptions_and_duplicates_are_counted_exactly() {
+    let (_server, port, _) = start_python_server(
+        "faulty_server.py",
+        &[
+            "udp",
+            "--drop-every",
+            "5",
+            "--corrupt-every",
+            "7",
+            "--duplicate-every",
+            "11",
+        ],
+    );
+    let port = port.to_string();
+    let (ok, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--udp",
+        "-n",
+        "100",
+        "--pipeline",
+        "8",
+        "--timeout",
+        "300ms",
+    ]);
+    assert!(!ok, "corrupted replies are a failure");
+    let c = counts(&report);
+    // Of 100: 20 dropped (multiples of 5); corrupted: multiples of 7 but
+    // not 5 (14 - 2); duplicated: multiples of 11 but not 5 (9 - 1).
+    assert_eq!(c["lost"], 20, "{report}");
+    assert_eq!(c["received"], 80, "{report}");
+    assert_eq!(c["mismatched"], 12, "{report}");
+    assert_eq!(c["unexpected"], 8, "{report}");
+}
+
+#[test]
+fn corrupted_lines_on_tcp_are_counted_exactly() {
+    let (_server, port, _) =
+        start_python_server("faulty_server.py", &["tcp", "--corrupt-every", "7"]);
+    let port = port.to_string();
+    let (ok, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tcp",
+        "-n",
+        "100",
+        "-c",
+        "2",
+        "--pipeline",
+        "4",
+        "--timeout",
+        "10s",
+    ]);
+    assert!(!ok);
+    let c = counts(&report);
+    assert_eq!(
+        (c["received"], c["mismatched"], c["failed"]),
+        (100, 14, 0),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_dropped_tcp_reply_times_the_connection_out_and_it_carries_on() {
+    let (_server, port, _) =
+        start_python_server("faulty_server.py", &["tcp", "--drop-every", "10"]);
+    let port = port.to_string();
+    let (_, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tcp",
+        "-n",
+        "30",
+        "--timeout",
+        "300ms",
+    ]);
+    let c = counts(&report);
+    // One request in flight at a time: each dropped reply is one request
+    // lost, one timeout, one new connection.
+    assert_eq!((c["received"], c["lost"]), (27, 3), "{report}");
+    assert_eq!(report["errors"]["timeout"], 3, "{report}");
+}
+
+#[test]
+fn an_open_loop_sees_a_stall_that_a_closed_loop_hides() {
+    // The server stalls for 1 s once. An open loop at 500/s keeps sending
+    // on schedule, so ~500 requests wait out part of the stall and the tail
+    // shows it. A closed loop sends nothing while it waits: one request
+    // sees the stall, the rest do not.
+    // Over TCP: over UDP the ~500 datagrams sent during the stall would
+    // overflow the python server's receive buffer and be lost instead.
+    let stall = ["tcp", "--stall-at", "200", "--stall-secs", "1"];
+    let (_server, port, _) = start_python_server("faulty_server.py", &stall);
+    let port = port.to_string();
+    let (ok, open) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tcp",
+        "--rate",
+        "500",
+        "-d",
+        "3s",
+        "--pipeline",
+        "1000",
+        "--timeout",
+        "10s",
+    ]);
+    assert!(ok, "{open}");
+    let (_server, port, _) = start_python_server("faulty_server.py", &stall);
+    let port = port.to_string();
+    let (ok, closed) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tcp",
+        "-d",
+        "3s",
+        "--timeout",
+        "10s",
+    ]);
+    assert!(ok, "{closed}");
+
+    let ms = |r: &Value, what: &str| r["latency"][what].as_f64().unwrap();
+    // Open loop: the slowest 10% were all due during the stall and waited
+    // at least ~0.7 s of it.
+    assert!(ms(&open, "p90_ms") >= 400.0, "{open}");
+    assert!(ms(&open, "max_ms") >= 900.0, "{open}");
+    // Closed loop: the stall is in the maximum only.
+    assert!(ms(&closed, "max_ms") >= 900.0, "{closed}");
+    assert!(ms(&closed, "p99_ms") < 400.0, "{closed}");
+    assert_eq!(counts(&open)["lost"] + counts(&closed)["lost"], 0);
+}
+
+#[test]
+fn the_report_is_text_without_a_terminal_and_a_chart_on_request() {
+    let server = Server::start(&[]);
+    let port = server.udp4().port().to_string();
+    let dir = std::env::temp_dir().join(format!("upcase-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = dir.join("first.json");
+    let (_, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--udp",
+        "-n",
+        "500",
+        "--label",
+        "first",
+    ]);
+    std::fs::write(&first, report.to_string()).unwrap();
+
+    let chart = dir.join("chart.svg");
+    let mut command = upcase();
+    command.args([
+        "bench",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--udp",
+        "-n",
+        "500",
+        "--label",
+        "second",
+    ]);
+    command
+        .arg("--plot")
+        .arg(&chart)
+        .arg("--compare")
+        .arg(&first);
+    let out = run_with_input(command, b"");
+    common::assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("upcase bench: udp 127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("500 sent, 500 received, 0 lost, 0 failed, 0 in flight"),
+        "{text}"
+    );
+    assert!(out.stderr.is_empty(), "no progress line without a terminal");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.contains("\nfirst\n") && svg.contains("\nsecond\n"),
+        "both runs drawn"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_options_are_one_clear_line() {
+    for (args, says) in [
+        (
+            &["127.0.0.1", "--udp", "--size", "8"][..],
+            "at least 16 bytes",
+        ),
+        (
+            &["127.0.0.1", "--tcp", "--mode", "oneshot", "--pipeline", "2"][..],
+            "--pipeline must be 1",
+        ),
+        (&["127.0.0.1"][..], "--udp"),
+        (
+            &["127.0.0.1", "--udp", "--rate=0"][..],
+            "--rate must be a positive number",
+        ),
+    ] {
+        let mut command = upcase();
+        command.arg("bench").args(args);
+        let out = run_with_input(command, b"");
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn nobody_listening_is_counted_not_hung() {
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let (ok, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--udp",
+        "-n",
+        "5",
+        "--timeout",
+        "200ms",
+    ]);
+    assert!(!ok, "no reply at all is a failure");
+    let c = counts(&report);
+    assert_eq!((c["sent"], c["received"], c["lost"]), (5, 0, 5), "{report}");
+    let (ok, report) = bench(&[
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tcp",
+        "-n",
+        "5",
+        "--timeout",
+        "200ms",
+    ]);
+    assert!(!ok);
+    assert_eq!(counts(&report)["sent"], 0, "{report}");
+    assert_eq!(
+        report["errors"]["refused"], 5,
+        "gave up after 5 tries: {report}"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_reports() {
+    let server = Server::start(&[]);
+    let port = server.tcp4().port().to_string();
+    let child = upcase()
+        .args([
+            "bench",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tcp",
+            "-d",
+            "10m",
+            "--json",
+        ])
+        .args(["-c", "3", "--pipeline", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Half a second of load: plenty for some replies on any machine.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = common::wait_output(child);
+    common::assert_success(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["interrupted"], true);
+    let c = counts(&report);
+    assert!(c["received"] > 0, "{report}");
+    assert_eq!(
+        c["sent"],
+        c["received"] + c["lost"] + c["failed"] + c["in_flight"]
+    );
+    assert!(
+        c["in_flight"] <= 12,
+        "at most the pipelines' depth: {report}"
+    );
+    assert_eq!(c["mismatched"], 0);
+}
