@@ -2,6 +2,9 @@
 //! back its addresses; runs the binary and python3 peers with bounded waits.
 #![allow(dead_code)] // Each test crate uses a different part of this module.
 
+pub mod proxy;
+pub mod text;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
