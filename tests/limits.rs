@@ -315,3 +315,78 @@ fn a_count_line_over_the_limit_gets_an_error_line_and_others_are_served() {
     let (_, stderr) = server.stop();
     assert_eq!(counter(&stderr, "tcp_line_too_long"), 1);
 }
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    // The server keeps its connection cap under its fd limit, so its own
+    // connections never exhaust it; lower the limit under the running
+    // server (as `prlimit` lets root do) to make accept(2) fail with EMFILE.
+    let server = Server::start(&["--tcp", "--listen", "127.0.0.1"]);
+    let addr = server.tcp4();
+    let first = TcpStream::connect(addr).unwrap();
+    let first = exchange_ok(first, b"first");
+    let room = open_fds(server.pid()) + 1;
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &server.pid().to_string(),
+            &format!("--nofile={room}:"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit");
+    // One more connection fits; the next ones wait in the backlog while
+    // accept fails.
+    let second = exchange_ok(TcpStream::connect(addr).unwrap(), b"second");
+    let started = Instant::now();
+    let mut waiting: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for (i, stream) in waiting.iter_mut().enumerate() {
+        stream
+            .write_all(format!("waiting {i}\n").as_bytes())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Free two descriptors: both waiting clients are served.
+    drop((first, second));
+    for (i, stream) in waiting.iter_mut().enumerate() {
+        let want = format!("WAITING {i}\n");
+        let mut got = vec![0; want.len()];
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(got, want.as_bytes());
+    }
+    let elapsed = started.elapsed();
+    drop(waiting);
+    let (_, stderr) = server.stop();
+    let errors = counter(&stderr, "accept_errors");
+    assert!(errors >= 1, "accept never failed: {stderr}");
+    // Backing off 10 ms, doubling to 1 s: over `elapsed`, at most 7 tries
+    // in the first 1.27 s and one a second after (an upper bound from the
+    // time measured; a spinning loop would fail thousands of times).
+    let most = 8 + elapsed.as_secs() + 1;
+    assert!(
+        errors <= most,
+        "{errors} accept errors in {elapsed:?}: {stderr}"
+    );
+    assert!(stderr.contains("accept failed; backing off"), "{stderr}");
+}
+
+/// Sends `message` as a line and checks its upper-cased reply.
+fn exchange_ok(mut stream: TcpStream, message: &[u8]) -> TcpStream {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(message).unwrap();
+    stream.write_all(b"\n").unwrap();
+    let mut want = message.to_ascii_uppercase();
+    want.push(b'\n');
+    let mut got = vec![0; want.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+    stream
+}
