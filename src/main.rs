@@ -4,7 +4,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// The textbook's upper-casing client and server, as real software.
 #[derive(Debug, Parser)]
@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -24,15 +26,49 @@ enum Command {
     Ping(cli::ping::Args),
     /// Load a server with requests, check every reply, measure rate and latency.
     Bench(cli::bench::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `upcase manpage > upcase.1`.
+    Manpage,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    if let Err(e) = cli::settings::apply_file(&Cli::command()) {
+        eprintln!("upcase: {e}");
+        return ExitCode::from(2);
+    }
+    let command = cli::settings::with_env(Cli::command());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The server reports what it does at info; the tools speak only of
+    // trouble unless asked.
+    let level = match cli.command {
+        Command::Server(_) => cli::Level::Info,
+        _ => cli::Level::Warn,
+    };
+    cli::init_logging(level, &cli.log);
     let result = match cli.command {
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),
-        Command::Ping(args) => cli::ping::run(args),
+        Command::Ping(mut args) => {
+            args.quiet = cli.log.quiet > 0;
+            cli::ping::run(args)
+        }
         Command::Bench(args) => cli::bench::run(args),
+        Command::Completions { shell } => {
+            let mut command = cli::settings::with_env(Cli::command());
+            clap_complete::generate(shell, &mut command, "upcase", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => clap_mangen::Man::new(cli::settings::with_env(Cli::command()))
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,

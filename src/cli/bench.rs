@@ -144,7 +144,6 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Runs the benchmark and reports. Fails (exit 1) if any reply was wrong or
 /// none came.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::init_logging("warn");
     let address = *client::resolve(&args.host, args.port)?
         .first()
         .expect("resolve returns at least one address");

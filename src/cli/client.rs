@@ -57,7 +57,6 @@ impl Transport {
 
 /// Sends each line of stdin and prints each reply.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::init_logging("warn");
     let target = if args.host.contains(':') && !args.host.starts_with('[') {
         format!("[{}]:{}", args.host, args.port)
     } else {

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod client;
 pub mod ping;
 pub mod server;
+pub mod settings;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -13,14 +14,95 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 2s, 1m)"))
 }
 
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` if set, else at
-/// `default_level`.
-pub fn init_logging(default_level: &str) {
+/// Logging options, accepted before or after the subcommand.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log more: -v for debug, -vv for trace
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log less: -q for errors only, -qq for nothing (ping: also print only the summary)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// Read settings from this TOML file (flags and UPCASE_* variables win over it)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Log lines as text for people or as JSON objects for machines
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Log levels from quietest to loudest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    const ALL: [Level; 6] = [
+        Level::Off,
+        Level::Error,
+        Level::Warn,
+        Level::Info,
+        Level::Debug,
+        Level::Trace,
+    ];
+
+    /// This level moved `louder` steps (negative: quieter), within bounds.
+    fn shifted(self, louder: i32) -> Level {
+        let i = (self as i32 + louder).clamp(0, Level::ALL.len() as i32 - 1);
+        Level::ALL[i as usize]
+    }
+
+    fn directive(self) -> &'static str {
+        match self {
+            Level::Off => "off",
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        }
+    }
+}
+
+/// Sends `tracing` output to stderr at `default` shifted by -v/-q, or as
+/// `RUST_LOG` filters if set (which then win over -v/-q).
+pub fn init_logging(default: Level, args: &LogArgs) {
+    let level = default.shifted(i32::from(args.verbose) - i32::from(args.quiet));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_moves_the_level_within_bounds() {
+        assert_eq!(Level::Info.shifted(1), Level::Debug);
+        assert_eq!(Level::Info.shifted(5), Level::Trace);
+        assert_eq!(Level::Warn.shifted(-1), Level::Error);
+        assert_eq!(Level::Warn.shifted(-9), Level::Off);
+    }
 }

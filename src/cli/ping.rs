@@ -41,9 +41,10 @@ pub struct Args {
     /// Pad each probe to this many bytes (never shorter than `Ping <seq> <time>`)
     #[arg(short = 's', long, value_name = "SIZE", default_value_t = 0)]
     size: usize,
-    /// Print only the summary
-    #[arg(short = 'q', long)]
-    quiet: bool,
+    /// Print only the summary (-q, --quiet: the option every subcommand has, which for ping
+    /// also means this, as in ping(8))
+    #[arg(skip)]
+    pub quiet: bool,
     /// Ping over UDP (the default)
     #[arg(long, conflicts_with = "tcp")]
     udp: bool,
@@ -169,7 +170,6 @@ impl Transport {
 
 /// Pings until the count is reached or Ctrl-C, then prints the summary.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::init_logging("warn");
     let addr = *client::resolve(&args.host, args.port)?
         .first()
         .expect("resolve returns at least one address");

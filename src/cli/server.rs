@@ -152,7 +152,6 @@ impl Args {
 
 /// Runs the server until a signal stops it.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::init_logging("info");
     let config = args.config();
     anyhow::ensure!(
         config.max_connections > 0,

@@ -165,6 +165,7 @@ pub async fn run(
 
     for listener in listeners.tcp {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        tracing::debug!(local = ?listener.local_addr(), "accepting TCP connections");
         let accept = tcp::Acceptor {
             listener,
             config: config.clone(),
@@ -186,6 +187,7 @@ pub async fn run(
     }
     for (index, socket) in listeners.udp.into_iter().enumerate() {
         let socket = tokio::net::UdpSocket::from_std(socket)?;
+        tracing::debug!(local = ?socket.local_addr(), "serving UDP datagrams");
         // One generator per socket: the pattern on each is reproducible
         // whatever the traffic on the others.
         let loss = udp::Loss::new(config.drop_rate, drop_seed.wrapping_add(index as u64));

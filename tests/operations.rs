@@ -1,0 +1,193 @@
+//! Running upcase like a daemon: log formats and levels, completions, the
+//! manual page.
+
+mod common;
+
+use common::{Server, run_with_input, upcase};
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let server = Server::start(&["--log-format", "json"]);
+    let (status, stderr) = server.stop();
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fields"]["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("serving")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("stopped: ")),
+        "{messages:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+}
+
+#[test]
+fn quiet_and_verbose_move_the_log_level() {
+    // The server's default is info: its start and stop are logged.
+    let (_, stderr) = Server::start(&[]).stop();
+    assert!(stderr.contains(" INFO "), "{stderr}");
+    // -q: errors only; nothing goes wrong here, so nothing is logged.
+    let (_, stderr) = Server::start(&["-q"]).stop();
+    assert_eq!(stderr, "");
+    // -v: debug lines too (each UDP socket's loop says it starts).
+    let (_, stderr) = Server::start(&["-v"]).stop();
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    // The options go before the subcommand too.
+    let mut command = upcase();
+    command.args(["-q", "server", "--port", "0", "--listen", "127.0.0.1"]);
+    let (_, stderr) = Server::spawn_command(command).stop();
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_same_definition() {
+    let out = run_with_input(
+        {
+            let mut c = upcase();
+            c.args(["completions", "bash"]);
+            c
+        },
+        b"",
+    );
+    common::assert_success(&out);
+    let bash = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "server",
+        "client",
+        "ping",
+        "bench",
+        "--max-connections",
+        "--pipeline",
+    ] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let out = run_with_input(
+        {
+            let mut c = upcase();
+            c.arg("manpage");
+            c
+        },
+        b"",
+    );
+    common::assert_success(&out);
+    let man = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.starts_with(".TH"),
+        "{}",
+        &man[..80]
+    );
+    assert!(man.contains(".TH upcase 1"), "{}", &man[..200]);
+    assert!(
+        man.contains("upcase\\-server(1)") || man.contains("server"),
+        "subcommands listed"
+    );
+}
+
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("upcase-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The transform a server started with `env` and `args` says it serves.
+fn served_transform(env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut command = upcase();
+    command
+        .args(["server"])
+        .args(args)
+        .envs(env.iter().copied());
+    let (_, stderr) = Server::spawn_command(command).stop();
+    let at = stderr.find("serving transform=").expect(&stderr);
+    stderr[at + 18..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn flags_beat_variables_which_beat_the_file_which_beats_defaults() {
+    let file = config_file(
+        "precedence",
+        "log-format = \"text\"\n[server]\ntransform = \"lower\"\nport = 0\nlisten = [\"127.0.0.1\", \"::1\"]\n\n[client]\ntimeout = \"2s\"\n",
+    );
+    let file = file.to_str().unwrap();
+    assert_eq!(served_transform(&[], &["--config", file]), "lower");
+    assert_eq!(served_transform(&[("UPCASE_CONFIG", file)], &[]), "lower");
+    let env = [("UPCASE_TRANSFORM", "echo")];
+    assert_eq!(served_transform(&env, &["--config", file]), "echo");
+    assert_eq!(
+        served_transform(&env, &["--config", file, "--transform", "upper"]),
+        "upper"
+    );
+    let defaults = ["--port", "0", "--listen", "127.0.0.1"];
+    assert_eq!(served_transform(&[], &defaults), "upper");
+
+    // Every option has its variable, lists comma-separated.
+    let mut command = upcase();
+    command.arg("server").envs([
+        ("UPCASE_PORT", "0"),
+        ("UPCASE_LISTEN", "127.0.0.1,::1"),
+        ("UPCASE_TRANSFORM", "lower"),
+    ]);
+    let server = Server::spawn_command(command);
+    assert_eq!(server.tcp.len(), 2, "{:?}", server.tcp);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    socket.send_to(b"MiXeD", server.udp4()).unwrap();
+    let mut buf = [0u8; 16];
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"mixed");
+}
+
+#[test]
+fn a_bad_setting_is_one_clear_line() {
+    for (name, text, says) in [
+        (
+            "typo",
+            "[server]\nmax-conections = 3\n",
+            "unknown setting 'max-conections' in [server]",
+        ),
+        ("section", "[sever]\nport = 1\n", "unknown section [sever]"),
+        ("syntax", "[server]\nport = = 1\n", "line 2:"),
+        (
+            "type",
+            "[server]\nport = { a = 1 }\n",
+            "'port' must be a string",
+        ),
+    ] {
+        let file = config_file(name, text);
+        let mut command = upcase();
+        command.args(["server", "--config"]).arg(&file);
+        let out = run_with_input(command, b"");
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        assert!(
+            stderr.starts_with("upcase: config file "),
+            "{name}: {stderr}"
+        );
+        assert!(stderr.contains(says), "{name}: {stderr}");
+    }
+    let mut command = upcase();
+    command.args(["server", "--config", "/nonexistent/upcase.toml"]);
+    let out = run_with_input(command, b"");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "upcase: cannot read config file /nonexistent/upcase.toml: No such file or directory (os error 2)\n"
+    );
+}
