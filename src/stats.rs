@@ -45,6 +45,27 @@ pub struct RttSummary {
     pub jitter_ms: f64,
 }
 
+/// `value` with at most `places` decimals and no trailing zeros: `30`,
+/// `33.3333`, `99.9`.
+pub fn trimmed(value: f64, places: usize) -> String {
+    let text = format!("{value:.places$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
+/// Records `d` in nanoseconds (at least 1) in a histogram that resizes to
+/// fit; should growing ever fail, the value is clamped to the largest it can
+/// hold rather than lost.
+pub fn record_nanos(histogram: &mut Histogram<u64>, d: Duration) {
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+    if histogram.record(nanos).is_err() {
+        histogram.saturating_record(nanos);
+    }
+}
+
 impl Default for Rtts {
     fn default() -> Self {
         Rtts {
@@ -63,13 +84,7 @@ impl Default for Rtts {
 impl Rtts {
     /// Records one round-trip time.
     pub fn record(&mut self, rtt: Duration) {
-        let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
-        // The histogram grows to fit; should growing ever fail, the value is
-        // clamped to the largest trackable rather than lost.
-        let nanos = nanos.max(1);
-        if self.histogram.record(nanos).is_err() {
-            self.histogram.saturating_record(nanos);
-        }
+        record_nanos(&mut self.histogram, rtt);
         let ms = rtt.as_secs_f64() * 1e3;
         self.sum += ms;
         self.sum_of_squares += ms * ms;

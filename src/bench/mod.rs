@@ -157,12 +157,75 @@ impl Run {
         }
     }
 
-    fn counted(&self, sent: u64, received: u64) {
-        self.progress.sent.fetch_add(sent, Ordering::Relaxed);
-        self.progress
-            .received
-            .fetch_add(received, Ordering::Relaxed);
+    /// Appends to `out` the requests due at `now`, while the pipeline has
+    /// room and at most `max` of them, recording each in `window` and
+    /// `tally`.
+    fn fill(
+        &self,
+        pacer: &mut Pacer,
+        window: &mut InFlight,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+        max: usize,
+        now: Instant,
+    ) -> Filled {
+        let mut filled = Filled {
+            sent: 0,
+            wake: None,
+            done: false,
+        };
+        let size = self.payloads.size() as u64;
+        while window.outstanding() < self.config.pipeline && (filled.sent as usize) < max {
+            match pacer.poll(now) {
+                Next::Send { intended, measured } => {
+                    self.payloads.write(window.next_seq(), out);
+                    window.push(Request {
+                        intended,
+                        sent: now,
+                        measured,
+                    });
+                    pacer.sent(measured);
+                    filled.sent += 1;
+                    if measured {
+                        tally.counts.sent += 1;
+                        tally.counts.bytes_sent += size;
+                    }
+                }
+                Next::Wait(t) => {
+                    filled.wake = Some(t);
+                    break;
+                }
+                Next::Done => {
+                    filled.done = true;
+                    break;
+                }
+            }
+        }
+        filled
     }
+
+    fn counted(&self, sent: u64, received: u64) {
+        // Most turns of a loop only send or only receive: no atomic
+        // operation for a zero.
+        if sent > 0 {
+            self.progress.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        if received > 0 {
+            self.progress
+                .received
+                .fetch_add(received, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where [`Run::fill`] stopped.
+struct Filled {
+    /// Requests appended.
+    sent: u64,
+    /// Nothing more is due before this.
+    wake: Option<Instant>,
+    /// The connection has sent all it will.
+    done: bool,
 }
 
 /// A run under way.

@@ -101,36 +101,14 @@ impl Payloads {
         let Some(expected) = &self.expected else {
             return Payloads::seq_of(reply) == Some(seq);
         };
-        if reply.len() != expected.len() {
+        if reply.len() != expected.len() || Payloads::seq_of(reply) != Some(seq) {
             return false;
         }
-        let digits = itoa_buffer(seq);
-        let prefix = digits.as_slice();
-        reply.starts_with(prefix) && reply[prefix.len()..] == expected[prefix.len()..]
-    }
-}
-
-/// `"{seq} "` as bytes, on the stack.
-fn itoa_buffer(seq: u64) -> ArrayPrefix {
-    let mut prefix = ArrayPrefix {
-        bytes: [0; 21],
-        len: 0,
-    };
-    let mut cursor = std::io::Cursor::new(&mut prefix.bytes[..]);
-    // 20 digits and a space always fit in 21 bytes.
-    let _ = write!(cursor, "{seq} ");
-    prefix.len = cursor.position() as usize;
-    prefix
-}
-
-struct ArrayPrefix {
-    bytes: [u8; 21],
-    len: usize,
-}
-
-impl ArrayPrefix {
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        // The reply starts with `seq` and a space; what it was sent with had
+        // no leading zeros, so a right reply's digits are exactly as many.
+        let prefix = reply.iter().take_while(|b| b.is_ascii_digit()).count() + 1;
+        let shortest = seq.checked_ilog10().unwrap_or(0) as usize + 2;
+        prefix == shortest && reply[prefix..] == expected[prefix..]
     }
 }
 

@@ -73,9 +73,7 @@ fn draw(svg: &mut String, series: &[Series<'_>]) -> Result<(), Box<dyn std::erro
 /// `x` = log10(1 / (1 - q)) as a percentile: 0 → 0%, 1 → 90%, 2 → 99%.
 fn percent_label(x: f64) -> String {
     let q = 100.0 * (1.0 - 10f64.powf(-x));
-    let text = format!("{q:.5}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text}%")
+    format!("{}%", crate::stats::trimmed(q, 5))
 }
 
 #[cfg(test)]

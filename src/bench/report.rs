@@ -86,12 +86,7 @@ impl Tally {
         self.counts.received += 1;
         self.counts.mismatched += u64::from(!correct);
         self.counts.bytes_received += bytes as u64;
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
-        // The histogram resizes to fit; should that fail, the value is
-        // clamped to the largest it can hold rather than dropped.
-        if self.latency.record(nanos).is_err() {
-            self.latency.saturating_record(nanos);
-        }
+        crate::stats::record_nanos(&mut self.latency, latency);
         self.last_settled = Some(now);
     }
 

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, sleep_until, timeout};
 
-use super::{InFlight, Next, Request, Run, Tally, error_kind};
+use super::{InFlight, Next, Run, Tally, error_kind};
 
 /// Bytes read per call on a persistent connection.
 const READ_BYTES: usize = 64 * 1024;
@@ -71,35 +71,15 @@ pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
                 tally.error("timeout");
                 continue 'connection;
             }
-            let mut wake = None;
-            let mut done = false;
-            let mut sent = 0;
-            while window.outstanding() < run.config.pipeline {
-                match pacer.poll(now) {
-                    Next::Send { intended, measured } => {
-                        run.payloads.write(window.next_seq(), &mut out);
-                        window.push(Request {
-                            intended,
-                            sent: now,
-                            measured,
-                        });
-                        pacer.sent(measured);
-                        sent += 1;
-                        if measured {
-                            tally.counts.sent += 1;
-                            tally.counts.bytes_sent += size as u64;
-                        }
-                    }
-                    Next::Wait(t) => {
-                        wake = Some(t);
-                        break;
-                    }
-                    Next::Done => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
+            let due = run.fill(
+                &mut pacer,
+                &mut window,
+                &mut tally,
+                &mut out,
+                usize::MAX,
+                now,
+            );
+            run.counted(due.sent, 0);
             while written < out.len() {
                 match stream.try_write(&out[written..]) {
                     Ok(n) => written += n,
@@ -114,8 +94,7 @@ pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
                 out.clear();
                 written = 0;
             }
-            run.counted(sent, 0);
-            if done && window.outstanding() == 0 {
+            if due.done && window.outstanding() == 0 {
                 break 'connection;
             }
 
@@ -133,7 +112,7 @@ pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
                 }
                 _ = stream.ready(interest) => {}
                 () = sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
-                () = super::pace::until(wake.unwrap_or(now)), if wake.is_some() => {}
+                () = super::pace::until(due.wake.unwrap_or(now)), if due.wake.is_some() => {}
             }
 
             let mut received = 0;

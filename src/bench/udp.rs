@@ -10,7 +10,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::sleep_until;
 
-use super::{BATCH, InFlight, Next, Payloads, Request, Run, Tally, error_kind};
+use super::{BATCH, InFlight, Payloads, Run, Tally, error_kind};
 use crate::mmsg::{RecvBatch, SendBatch};
 
 /// Drives socket `index` until its pacer is done and every request is
@@ -48,35 +48,8 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
         tally.counts.lost += lost;
         tally.settled(lost, now);
 
-        let mut wake = None;
-        let mut done = false;
-        let mut sent = 0;
-        while window.outstanding() < run.config.pipeline && out.len() < BATCH * size {
-            match pacer.poll(now) {
-                Next::Send { intended, measured } => {
-                    run.payloads.write(window.next_seq(), &mut out);
-                    window.push(Request {
-                        intended,
-                        sent: now,
-                        measured,
-                    });
-                    pacer.sent(measured);
-                    sent += 1;
-                    if measured {
-                        tally.counts.sent += 1;
-                        tally.counts.bytes_sent += size as u64;
-                    }
-                }
-                Next::Wait(t) => {
-                    wake = Some(t);
-                    break;
-                }
-                Next::Done => {
-                    done = true;
-                    break;
-                }
-            }
-        }
+        let room = BATCH - out.len() / size;
+        let due = run.fill(&mut pacer, &mut window, &mut tally, &mut out, room, now);
         while !out.is_empty() {
             match socket.try_io(Interest::WRITABLE, || send.send(socket.as_fd(), &out, size)) {
                 Ok(n) => {
@@ -91,7 +64,7 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
                 }
             }
         }
-        if done && window.outstanding() == 0 && out.is_empty() {
+        if due.done && window.outstanding() == 0 && out.is_empty() {
             break;
         }
 
@@ -105,7 +78,7 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
             _ = socket.readable() => {}
             _ = socket.writable(), if !out.is_empty() => {}
             () = sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
-            () = super::pace::until(wake.unwrap_or(now)), if wake.is_some() => {}
+            () = super::pace::until(due.wake.unwrap_or(now)), if due.wake.is_some() => {}
         }
 
         let mut received = 0;
@@ -130,7 +103,7 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
                 break;
             }
         }
-        run.counted(sent, received);
+        run.counted(due.sent, received);
     }
     tally
 }

@@ -428,8 +428,7 @@ fn summary(host: &str, report: &Report, errors: u64, elapsed_ms: f64) -> String 
 
 /// `30`, `33.3333`: like ping(8)'s `%g`, at most 6 significant digits.
 fn format_percent(p: f64) -> String {
-    let text = format!("{p:.4}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    upcase::stats::trimmed(p, 4)
 }
 
 #[cfg(test)]
