@@ -3,39 +3,10 @@
 
 mod common;
 
-use common::{Server, run_with_input, start_python_server, start_textbook_server, upcase};
+use common::{
+    Server, bench, counts, run_with_input, start_python_server, start_textbook_server, upcase,
+};
 use serde_json::Value;
-
-/// Runs `upcase bench --json` with `args`; returns its exit success and
-/// report, after checking that the counts add up.
-fn bench(args: &[&str]) -> (bool, Value) {
-    let mut command = upcase();
-    command.arg("bench").args(args).arg("--json");
-    let out = run_with_input(command, b"");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let c = counts(&report);
-    assert_eq!(
-        c["sent"],
-        c["received"] + c["lost"] + c["failed"] + c["in_flight"],
-        "every request accounted for: {report}"
-    );
-    (out.status.success(), report)
-}
-
-fn counts(report: &Value) -> std::collections::BTreeMap<String, u64> {
-    report["counts"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-        .collect()
-}
 
 /// Asserts `n` requests each got its right reply, and nothing else came.
 fn assert_all_right(ok: bool, report: &Value, n: u64) {
@@ -54,22 +25,16 @@ fn every_transform_of_upcase_server_checks_out_on_every_transport() {
     for transform in ["upper", "lower", "echo"] {
         let server = Server::start(&["--transform", transform]);
         for (transport, addr) in [
-            (&["--udp"][..], server.udp4()),
-            (&["--udp"][..], server.udp6()),
-            (&["--tcp"][..], server.tcp4()),
-            (&["--tcp"][..], server.tcp6()),
-            (&["--tcp", "--mode", "oneshot"][..], server.tcp4()),
+            ("--udp --pipeline 8", server.udp4()),
+            ("--udp --pipeline 8", server.udp6()),
+            ("--tcp --pipeline 8", server.tcp4()),
+            ("--tcp --pipeline 8", server.tcp6()),
+            ("--tcp --mode oneshot", server.tcp4()),
         ] {
-            let port = addr.port().to_string();
-            let host = addr.ip().to_string();
-            let mut args = vec![host.as_str(), "--port", &port, "--expect", transform];
-            args.extend_from_slice(transport);
-            args.extend_from_slice(&["-n", "2000", "-c", "4", "--pipeline", "8"]);
-            if transport.contains(&"oneshot") {
-                args.retain(|a| *a != "--pipeline" && *a != "8");
-            }
-            args.extend_from_slice(&["--timeout", "10s", "--threads", "2"]);
-            let (ok, report) = bench(&args);
+            let (host, port) = (addr.ip(), addr.port());
+            let (ok, report) = bench(&format!(
+                "{host} --port {port} --expect {transform} {transport} -n 2000 -c 4 --timeout 10s --threads 2"
+            ));
             assert_all_right(ok, &report, 2000);
         }
     }
@@ -78,17 +43,10 @@ fn every_transform_of_upcase_server_checks_out_on_every_transport() {
 #[test]
 fn a_wrong_expectation_counts_every_reply_wrong_and_fails() {
     let server = Server::start(&[]);
-    let port = server.tcp4().port().to_string();
-    let (ok, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tcp",
-        "-n",
-        "100",
-        "--expect",
-        "echo",
-    ]);
+    let port = server.tcp4().port();
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp -n 100 --expect echo"
+    ));
     assert!(!ok, "wrong replies are a failure");
     let c = counts(&report);
     assert_eq!((c["received"], c["mismatched"]), (100, 100), "{report}");
@@ -97,35 +55,17 @@ fn a_wrong_expectation_counts_every_reply_wrong_and_fails() {
 #[test]
 fn the_textbook_servers_check_out() {
     let (_udp, port) = start_textbook_server("textbook_udp_server.py");
-    let port = port.to_string();
-    let (ok, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--udp",
-        "-n",
-        "300",
-        "--timeout",
-        "10s",
-    ]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --udp -n 300 --timeout 10s"
+    ));
     assert_all_right(ok, &report, 300);
 
     // The textbook TCPServer answers one sentence per connection, one
     // connection at a time, with a backlog of 1: oneshot, one at a time.
     let (_tcp, port) = start_textbook_server("textbook_tcp_server.py");
-    let port = port.to_string();
-    let (ok, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tcp",
-        "--mode",
-        "oneshot",
-        "-n",
-        "100",
-        "--timeout",
-        "10s",
-    ]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp --mode oneshot -n 100 --timeout 10s"
+    ));
     assert_all_right(ok, &report, 100);
 }
 
@@ -143,19 +83,9 @@ fn drops_corruptions_and_duplicates_are_counted_exactly() {
             "11",
         ],
     );
-    let port = port.to_string();
-    let (ok, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--udp",
-        "-n",
-        "100",
-        "--pipeline",
-        "8",
-        "--timeout",
-        "300ms",
-    ]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --udp -n 100 --pipeline 8 --timeout 300ms"
+    ));
     assert!(!ok, "corrupted replies are a failure");
     let c = counts(&report);
     // Of 100: 20 dropped (multiples of 5); corrupted: multiples of 7 but
@@ -170,21 +100,9 @@ fn drops_corruptions_and_duplicates_are_counted_exactly() {
 fn corrupted_lines_on_tcp_are_counted_exactly() {
     let (_server, port, _) =
         start_python_server("faulty_server.py", &["tcp", "--corrupt-every", "7"]);
-    let port = port.to_string();
-    let (ok, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tcp",
-        "-n",
-        "100",
-        "-c",
-        "2",
-        "--pipeline",
-        "4",
-        "--timeout",
-        "10s",
-    ]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp -n 100 -c 2 --pipeline 4 --timeout 10s"
+    ));
     assert!(!ok);
     let c = counts(&report);
     assert_eq!(
@@ -198,17 +116,9 @@ fn corrupted_lines_on_tcp_are_counted_exactly() {
 fn a_dropped_tcp_reply_times_the_connection_out_and_it_carries_on() {
     let (_server, port, _) =
         start_python_server("faulty_server.py", &["tcp", "--drop-every", "10"]);
-    let port = port.to_string();
-    let (_, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tcp",
-        "-n",
-        "30",
-        "--timeout",
-        "300ms",
-    ]);
+    let (_, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp -n 30 --timeout 300ms"
+    ));
     let c = counts(&report);
     // One request in flight at a time: each dropped reply is one request
     // lost, one timeout, one new connection.
@@ -226,34 +136,14 @@ fn an_open_loop_sees_a_stall_that_a_closed_loop_hides() {
     // overflow the python server's receive buffer and be lost instead.
     let stall = ["tcp", "--stall-at", "200", "--stall-secs", "1"];
     let (_server, port, _) = start_python_server("faulty_server.py", &stall);
-    let port = port.to_string();
-    let (ok, open) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tcp",
-        "--rate",
-        "500",
-        "-d",
-        "3s",
-        "--pipeline",
-        "1000",
-        "--timeout",
-        "10s",
-    ]);
+    let (ok, open) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp --rate 500 -d 3s --pipeline 1000 --timeout 10s"
+    ));
     assert!(ok, "{open}");
     let (_server, port, _) = start_python_server("faulty_server.py", &stall);
-    let port = port.to_string();
-    let (ok, closed) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tcp",
-        "-d",
-        "3s",
-        "--timeout",
-        "10s",
-    ]);
+    let (ok, closed) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp -d 3s --timeout 10s"
+    ));
     assert!(ok, "{closed}");
 
     let ms = |r: &Value, what: &str| r["latency"][what].as_f64().unwrap();
@@ -270,35 +160,19 @@ fn an_open_loop_sees_a_stall_that_a_closed_loop_hides() {
 #[test]
 fn the_report_is_text_without_a_terminal_and_a_chart_on_request() {
     let server = Server::start(&[]);
-    let port = server.udp4().port().to_string();
+    let port = server.udp4().port();
     let dir = std::env::temp_dir().join(format!("upcase-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let first = dir.join("first.json");
-    let (_, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--udp",
-        "-n",
-        "500",
-        "--label",
-        "first",
-    ]);
+    let (_, report) = bench(&format!(
+        "127.0.0.1 --port {port} --udp -n 500 --label first"
+    ));
     std::fs::write(&first, report.to_string()).unwrap();
 
     let chart = dir.join("chart.svg");
     let mut command = upcase();
-    command.args([
-        "bench",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--udp",
-        "-n",
-        "500",
-        "--label",
-        "second",
-    ]);
+    let args = format!("bench 127.0.0.1 --port {port} --udp -n 500 --label second");
+    command.args(args.split_whitespace());
     command
         .arg("--plot")
         .arg(&chart)
@@ -350,31 +224,17 @@ fn bad_options_are_one_clear_line() {
 #[test]
 fn nobody_listening_is_counted_not_hung() {
     let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port().to_string();
+    let port = free.local_addr().unwrap().port();
     drop(free);
-    let (ok, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--udp",
-        "-n",
-        "5",
-        "--timeout",
-        "200ms",
-    ]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --udp -n 5 --timeout 200ms"
+    ));
     assert!(!ok, "no reply at all is a failure");
     let c = counts(&report);
     assert_eq!((c["sent"], c["received"], c["lost"]), (5, 0, 5), "{report}");
-    let (ok, report) = bench(&[
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tcp",
-        "-n",
-        "5",
-        "--timeout",
-        "200ms",
-    ]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp -n 5 --timeout 200ms"
+    ));
     assert!(!ok);
     assert_eq!(counts(&report)["sent"], 0, "{report}");
     assert_eq!(
@@ -386,18 +246,9 @@ fn nobody_listening_is_counted_not_hung() {
 #[test]
 fn ctrl_c_stops_the_run_and_still_reports() {
     let server = Server::start(&[]);
-    let port = server.tcp4().port().to_string();
+    let port = server.tcp4().port();
     let child = upcase()
-        .args([
-            "bench",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--tcp",
-            "-d",
-            "10m",
-            "--json",
-        ])
+        .args(format!("bench 127.0.0.1 --port {port} --tcp -d 10m --json").split_whitespace())
         .args(["-c", "3", "--pipeline", "4"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::proxy::{Fault, Proxy};
 use common::text::Lines;
-use common::{Server, run_with_input, upcase};
-use serde_json::Value;
+use common::{Server, bench, run_with_input, upcase};
 
 fn client(addr: std::net::SocketAddr) -> std::process::Command {
     let mut command = upcase();
@@ -95,21 +94,6 @@ fn a_close_mid_reply_is_flagged_as_possibly_incomplete() {
     assert!(stderr.contains("may be incomplete"), "{stderr}");
 }
 
-fn bench(addr: std::net::SocketAddr, args: &[&str]) -> Value {
-    let mut command = upcase();
-    command.args([
-        "bench",
-        "127.0.0.1",
-        "--tcp",
-        "--json",
-        "--port",
-        &addr.port().to_string(),
-    ]);
-    command.args(args);
-    let out = run_with_input(command, b"");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn bench_reassembles_replies_sliced_to_single_bytes() {
     let server = Server::start(&[]);
@@ -119,19 +103,10 @@ fn bench_reassembles_replies_sliced_to_single_bytes() {
             delay: Duration::ZERO,
         },
     );
-    let report = bench(
-        proxy.addr,
-        &[
-            "-n",
-            "200",
-            "-c",
-            "2",
-            "--pipeline",
-            "4",
-            "--timeout",
-            "10s",
-        ],
-    );
+    let port = proxy.addr.port();
+    let (_, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp -n 200 -c 2 --pipeline 4 --timeout 10s"
+    ));
     let c = &report["counts"];
     assert_eq!(
         (c["sent"].as_u64(), c["received"].as_u64()),
@@ -148,7 +123,10 @@ fn bench_counts_each_reset_as_one_failed_request() {
     // fourth request fails and bench connects again.
     let server = Server::start(&[]);
     let proxy = Proxy::start(server.tcp4(), Fault::ResetAfter(3 * 64 + 10));
-    let report = bench(proxy.addr, &["-n", "20", "--timeout", "10s"]);
+    let port = proxy.addr.port();
+    let (_, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp -n 20 --timeout 10s"
+    ));
     let c = &report["counts"];
     assert_eq!(c["received"], 15, "{report}");
     assert_eq!(c["failed"], 5, "{report}");

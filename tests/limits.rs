@@ -12,7 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, upcase};
+use common::{PATIENCE, Server, counter, upcase};
 
 fn udp_from(local: &str, server: SocketAddr) -> UdpSocket {
     let socket = UdpSocket::bind(local).unwrap();
@@ -38,15 +38,6 @@ fn assert_nothing_waiting(socket: &UdpSocket) {
 }
 
 /// The value of `name=N` in the server's final log line.
-fn counter(stderr: &str, name: &str) -> u64 {
-    stderr
-        .split(&format!(" {name}="))
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {stderr}"))
-}
-
 #[test]
 fn no_reply_to_a_source_on_the_servers_own_port() {
     let server = Server::start(&["--udp"]);

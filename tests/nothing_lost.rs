@@ -16,7 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::text::Lines;
-use common::{PATIENCE, Server};
+use common::{PATIENCE, Server, counter};
 use rand::RngExt;
 
 const TCP_CLIENTS: u64 = 16;
@@ -186,15 +186,6 @@ fn udp_client(n: u64, addr: SocketAddr) -> (u64, u64) {
     // Stragglers.
     right += take(&socket, Duration::from_millis(500), None, &mut awaited);
     (right, awaited.len() as u64)
-}
-
-fn counter(stderr: &str, name: &str) -> u64 {
-    stderr
-        .split(&format!(" {name}="))
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {stderr}"))
 }
 
 #[test]

@@ -238,6 +238,51 @@ pub fn wait_output(child: Child) -> Output {
     }
 }
 
+/// Runs `upcase bench --json` with `args` (split at spaces); returns its
+/// exit success and report, after checking that the counts add up.
+pub fn bench(args: &str) -> (bool, serde_json::Value) {
+    let mut command = upcase();
+    command
+        .arg("bench")
+        .args(args.split_whitespace())
+        .arg("--json");
+    let out = run_with_input(command, b"");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let c = counts(&report);
+    assert_eq!(
+        c["sent"],
+        c["received"] + c["lost"] + c["failed"] + c["in_flight"],
+        "every request accounted for: {report}"
+    );
+    (out.status.success(), report)
+}
+
+/// The `counts` of a bench report, by name.
+pub fn counts(report: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    report["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
+}
+
+/// The value of counter `name` in the server's shutdown summary.
+pub fn counter(stderr: &str, name: &str) -> u64 {
+    stderr
+        .split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {stderr}"))
+}
+
 /// A python3 peer from `tests/peers/` with `args`.
 pub fn python(script: &str, args: &[&str]) -> Command {
     let mut command = Command::new("python3");
