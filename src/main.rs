@@ -51,7 +51,11 @@ fn main() -> ExitCode {
         Command::Server(_) => cli::Level::Info,
         _ => cli::Level::Warn,
     };
-    cli::init_logging(level, &cli.log);
+    match &cli.command {
+        // Nothing may reach an inetd peer but replies.
+        Command::Server(args) if args.logs_reach_peer() => {}
+        _ => cli::init_logging(level, &cli.log),
+    }
     let result = match cli.command {
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),

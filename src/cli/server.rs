@@ -5,7 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::str::FromStr;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +81,29 @@ pub struct Args {
     /// On SIGINT/SIGTERM, wait at most this long for replies in flight
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().shutdown_timeout.into())]
     shutdown_timeout: humantime::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics, plus /healthz and /ready; a bare PORT means 127.0.0.1:PORT
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<MetricsAddr>,
+    /// Serve the one peer on stdin/stdout (inetd, systemd Accept=yes) instead of listening
+    #[arg(long, conflicts_with_all = ["listen", "port", "metrics"])]
+    inetd: bool,
+}
+
+/// A `--metrics` value: `IP:PORT`, or a port on loopback.
+#[derive(Debug, Clone, Copy)]
+struct MetricsAddr(SocketAddr);
+
+impl FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(port) = s.parse::<u16>() {
+            return Ok(MetricsAddr(SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        s.parse().map(MetricsAddr).map_err(|_| {
+            format!("'{s}' is not a PORT or IP:PORT (e.g. 9100, 127.0.0.1:9100, [::]:9100)")
+        })
+    }
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -112,6 +138,18 @@ impl FromStr for ListenArg {
 }
 
 impl Args {
+    /// Whether log lines on stderr would reach the peer: under classic inetd,
+    /// stdin, stdout and stderr are all the one socket.
+    pub fn logs_reach_peer(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let id = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        self.inetd && id(0).is_some() && id(0) == id(2)
+    }
+
     fn config(&self) -> Config {
         let listen = if self.listen.is_empty() {
             server::default_listen(self.port)
@@ -170,30 +208,82 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let listeners = server::bind(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if args.inetd {
+        return runtime.block_on(serve_inetd(config));
+    }
+    let listeners = match server::activation::inherited()? {
+        Some(listeners) => {
+            tracing::info!(
+                tcp = listeners.tcp.len(),
+                udp = listeners.udp.len(),
+                "using the sockets the service manager passed (--listen and --port ignored)"
+            );
+            listeners
+        }
+        None => server::bind(&config)?,
+    };
+    let metrics = args
+        .metrics
+        .map(|MetricsAddr(addr)| {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+            listener.set_nonblocking(true)?;
+            anyhow::Ok(listener)
+        })
+        .transpose()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         // Handlers go in before "ready" is printed: a signal sent as soon as
         // the server says it is ready must shut it down gracefully.
         let signals = Signals::new().context("installing signal handlers")?;
         tokio::spawn(signals.watch(shutdown.clone()));
-
+        let stats = Arc::new(Stats::default());
         println!("The server is ready to receive");
         for (proto, addr) in listeners.local_addrs()? {
             println!("listening on {proto} {addr}");
         }
+        if let Some(listener) = metrics {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(server::http::serve(
+                listener,
+                stats.clone(),
+                shutdown.clone(),
+            ));
+        }
         tracing::info!(transform = %config.transform, threads, "serving");
+        notify_service_manager(&[NotifyState::Ready, NotifyState::Status("serving")]);
 
-        let stats = server::run(config, listeners, shutdown).await?;
+        let stats = server::run(config, listeners, stats, shutdown).await?;
         log_summary(&stats);
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// inetd mode: nothing on stdout but replies, since stdout is the peer.
+async fn serve_inetd(config: Config) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    let signals = Signals::new().context("installing signal handlers")?;
+    tokio::spawn(signals.watch(shutdown.clone()));
+    let stats = server::inetd::serve(config, shutdown)
+        .await
+        .context("serving stdin")?;
+    tracing::debug!("{}", summary(&stats));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tells systemd (when it started us with `Type=notify`) how things stand;
+/// without `NOTIFY_SOCKET` this does nothing.
+fn notify_service_manager(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "could not notify the service manager");
+    }
 }
 
 struct Signals {
@@ -220,6 +310,7 @@ impl Signals {
     async fn watch(mut self, shutdown: CancellationToken) {
         let (name, _) = self.next().await;
         tracing::info!("{name} received: shutting down gracefully (again to exit at once)");
+        notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("draining")]);
         shutdown.cancel();
         let (name, number) = self.next().await;
         tracing::warn!("{name} received again: exiting at once");
@@ -228,10 +319,14 @@ impl Signals {
 }
 
 fn log_summary(stats: &Stats) {
+    tracing::info!("{}", summary(stats));
+}
+
+fn summary(stats: &Stats) -> String {
     let counters: Vec<String> = stats
         .snapshot()
         .into_iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    tracing::info!("stopped: {}", counters.join(" "));
+    format!("stopped: {}", counters.join(" "))
 }

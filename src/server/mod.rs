@@ -7,9 +7,13 @@
 //! task of its own. Every task is tracked, so that after shutdown `run` can
 //! wait for replies in flight, up to [`Config::shutdown_timeout`].
 
+pub mod activation;
 mod bind;
 pub mod fdlimit;
 pub mod guard;
+pub mod http;
+pub mod inetd;
+pub mod metrics;
 mod ratelimit;
 mod sources;
 mod stats;
@@ -140,12 +144,14 @@ pub fn default_listen(port: u16) -> Vec<SocketAddr> {
 
 /// Serves `listeners` until `shutdown` is cancelled, then stops accepting,
 /// finishes the replies in flight (for at most [`Config::shutdown_timeout`])
-/// and returns the final counters.
+/// and returns the final counters. Counts into `stats`, which the caller may
+/// read meanwhile (the metrics endpoint does).
 ///
 /// Must be called within a tokio runtime with I/O and time enabled.
 pub async fn run(
     mut config: Config,
     listeners: Listeners,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Arc<Stats>> {
     let fd_cap = fdlimit::max_connections_for(fdlimit::soft_limit()?);
@@ -158,7 +164,6 @@ pub async fn run(
         config.max_connections = fd_cap;
     }
     let config = Arc::new(config);
-    let stats = Arc::new(Stats::default());
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let per_source = sources::SourceCounts::new(config.max_connections_per_source);

@@ -1,12 +1,16 @@
-//! Counters the server keeps: cheap relaxed atomics, read for logs and at exit.
+//! Counters the server keeps: cheap relaxed atomics, read for logs, for the
+//! metrics endpoint and at exit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// What the server has done so far. Every refusal and error is counted.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// TCP connections accepted and served.
     pub tcp_connections: AtomicU64,
+    /// TCP connections open now (a gauge: goes down as connections end).
+    pub tcp_open: AtomicU64,
     /// TCP connections refused because [`super::Config::max_connections`] were open.
     pub tcp_refused_busy: AtomicU64,
     /// TCP connections refused by [`super::Config::max_connections_per_source`].
@@ -28,6 +32,10 @@ pub struct Stats {
     pub tcp_bytes_in: AtomicU64,
     /// Bytes written to TCP clients.
     pub tcp_bytes_out: AtomicU64,
+    /// Lines (newline bytes) read from TCP clients: TCP's messages.
+    pub tcp_lines_in: AtomicU64,
+    /// Lines (newline bytes) written to TCP clients.
+    pub tcp_lines_out: AtomicU64,
     /// Datagrams received.
     pub udp_datagrams_in: AtomicU64,
     /// Reply datagrams sent.
@@ -50,12 +58,21 @@ pub struct Stats {
     pub udp_rate_limited: AtomicU64,
     /// Datagrams dropped on purpose by [`super::Config::drop_rate`].
     pub udp_dropped_simulated: AtomicU64,
+    /// From a datagram received to its reply sent.
+    pub udp_reply_latency: Latency,
+    /// From a TCP read to the reply to what it brought written.
+    pub tcp_reply_latency: Latency,
 }
 
 impl Stats {
     /// Adds `n` to `counter`.
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes `n` from the gauge `counter`.
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// The current value of `counter`.
@@ -68,6 +85,7 @@ impl Stats {
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         [
             ("tcp_connections", &self.tcp_connections),
+            ("tcp_open", &self.tcp_open),
             ("tcp_refused_busy", &self.tcp_refused_busy),
             ("tcp_refused_per_source", &self.tcp_refused_per_source),
             ("tcp_refused_denied", &self.tcp_refused_denied),
@@ -78,6 +96,8 @@ impl Stats {
             ("accept_errors", &self.accept_errors),
             ("tcp_bytes_in", &self.tcp_bytes_in),
             ("tcp_bytes_out", &self.tcp_bytes_out),
+            ("tcp_lines_in", &self.tcp_lines_in),
+            ("tcp_lines_out", &self.tcp_lines_out),
             ("udp_datagrams_in", &self.udp_datagrams_in),
             ("udp_datagrams_out", &self.udp_datagrams_out),
             ("udp_bytes_in", &self.udp_bytes_in),
@@ -95,17 +115,78 @@ impl Stats {
     }
 }
 
+/// Upper bounds of the latency buckets, in microseconds: 10 us to 1 s, 1-2.5-5
+/// per decade, as Prometheus' own default buckets are spaced. Loopback
+/// replies fall in the first few; a stalled client shows in the last.
+pub const LATENCY_BOUNDS_MICROS: [u64; 16] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000,
+];
+
+/// A fixed-bucket latency histogram of relaxed atomics: recording is a few
+/// comparisons and two atomic adds, with no lock, so every reply can be
+/// recorded. Exported as a Prometheus histogram.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Count per bucket of [`LATENCY_BOUNDS_MICROS`], plus one for longer.
+    buckets: [AtomicU64; LATENCY_BOUNDS_MICROS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    /// Records one reply that took `elapsed`.
+    pub fn record(&self, elapsed: Duration) {
+        let micros = elapsed.as_micros();
+        let bucket = LATENCY_BOUNDS_MICROS.partition_point(|&bound| u128::from(bound) < micros);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The count in each bucket (not cumulative), the last one unbounded.
+    pub fn buckets(&self) -> [u64; LATENCY_BOUNDS_MICROS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
+    /// The sum of everything recorded.
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_lands_in_the_bucket_whose_bound_is_the_first_at_or_above_it() {
+        let latency = Latency::default();
+        latency.record(Duration::from_micros(3)); // <= 10 us
+        latency.record(Duration::from_micros(10)); // <= 10 us: bounds are inclusive
+        latency.record(Duration::from_micros(11)); // <= 25 us
+        latency.record(Duration::from_millis(999)); // <= 1 s
+        latency.record(Duration::from_secs(5)); // beyond every bound
+        let buckets = latency.buckets();
+        assert_eq!(buckets[0], 2);
+        assert_eq!(buckets[1], 1);
+        assert_eq!(buckets[LATENCY_BOUNDS_MICROS.len() - 1], 1);
+        assert_eq!(buckets[LATENCY_BOUNDS_MICROS.len()], 1);
+        assert_eq!(buckets.iter().sum::<u64>(), 5);
+        assert_eq!(
+            latency.sum(),
+            Duration::from_micros(3 + 10 + 11 + 999_000 + 5_000_000)
+        );
+    }
 
     #[test]
     fn the_snapshot_names_every_counter_once() {
         let stats = Stats::default();
         Stats::add(&stats.udp_recv_errors, 2);
         let snapshot = stats.snapshot();
-        // Each counter is 8 bytes: the snapshot must not miss one.
-        assert_eq!(snapshot.len(), std::mem::size_of::<Stats>() / 8);
+        // Each counter is 8 bytes, beside two histograms: the snapshot must
+        // not miss one.
+        let counter_bytes = std::mem::size_of::<Stats>() - 2 * std::mem::size_of::<Latency>();
+        assert_eq!(snapshot.len(), counter_bytes / 8);
         assert!(snapshot.contains(&("udp_recv_errors", 2)));
         let mut names: Vec<_> = snapshot.iter().map(|(n, _)| n).collect();
         names.sort();

@@ -120,6 +120,8 @@ impl Acceptor {
                 continue;
             };
             Stats::add(&self.stats.tcp_connections, 1);
+            Stats::add(&self.stats.tcp_open, 1);
+            let stats = self.stats.clone();
             let connection = Connection {
                 stream,
                 peer,
@@ -129,6 +131,7 @@ impl Acceptor {
             };
             self.tracker.spawn(async move {
                 connection.serve().await;
+                Stats::sub(&stats.tcp_open, 1);
                 drop((slot, source_slot));
             });
         }
@@ -155,6 +158,33 @@ fn is_per_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     ) || e.raw_os_error() == Some(libc::EPROTO)
+}
+
+/// Serves one connection that did not come through an [`Acceptor`] (inetd
+/// mode), counted like an accepted one.
+pub(super) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    Stats::add(&stats.tcp_connections, 1);
+    Stats::add(&stats.tcp_open, 1);
+    let connection = Connection {
+        stream,
+        peer,
+        config,
+        stats: stats.clone(),
+        shutdown,
+    };
+    connection.serve().await;
+    Stats::sub(&stats.tcp_open, 1);
+}
+
+/// Newline bytes in `bytes`: the lines a read or write carried.
+fn count_lines(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
 }
 
 /// One accepted connection.
@@ -245,6 +275,7 @@ impl Connection {
                 _ = tokio::time::sleep(self.config.count_pause), if replier.awaits_pause() => Event::Pause,
                 _ = &mut idle => Event::Idle,
             };
+            let turn = Instant::now();
             let end = match event {
                 Event::Readable => match self.read_and_reply(&mut replier, &mut reply)? {
                     Read::Eof => {
@@ -273,7 +304,10 @@ impl Connection {
                     Some(End::Idle)
                 }
             };
-            self.write(&mut reply).await?;
+            if !reply.is_empty() {
+                self.write(&mut reply).await?;
+                self.stats.tcp_reply_latency.record(turn.elapsed());
+            }
             if let Some(end) = end {
                 self.stream.shutdown().await?;
                 return Ok(end);
@@ -288,6 +322,7 @@ impl Connection {
             Ok(0) => Ok(Read::Eof),
             Ok(n) => {
                 Stats::add(&self.stats.tcp_bytes_in, n as u64);
+                Stats::add(&self.stats.tcp_lines_in, count_lines(&buf[..n]));
                 Ok(match replier.on_data(&buf[..n], reply) {
                     Ok(()) => Read::Data,
                     Err(e) => Read::LineTooLong(e),
@@ -325,6 +360,7 @@ impl Connection {
             }
         };
         Stats::add(&self.stats.tcp_bytes_out, sent as u64);
+        Stats::add(&self.stats.tcp_lines_out, count_lines(&reply[..sent]));
         reply.clear();
         if reply.capacity() > KEEP_REPLY_BUFFER_BYTES {
             *reply = Vec::new();

@@ -73,6 +73,7 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        let received_at = Instant::now();
         Stats::add(&stats.udp_datagrams_in, 1);
         Stats::add(&stats.udp_bytes_in, len as u64);
         let refusal = if config.access.permits(peer.ip()) {
@@ -111,6 +112,7 @@ pub(super) async fn serve(
             Ok(sent) => {
                 Stats::add(&stats.udp_datagrams_out, 1);
                 Stats::add(&stats.udp_bytes_out, sent as u64);
+                stats.udp_reply_latency.record(received_at.elapsed());
             }
             Err(e) => {
                 Stats::add(&stats.udp_send_errors, 1);

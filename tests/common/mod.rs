@@ -64,7 +64,7 @@ impl Server {
         Self::spawn(command, &args)
     }
 
-    fn spawn(mut command: Command, args: &[&str]) -> Server {
+    fn spawn(command: Command, args: &[&str]) -> Server {
         let listens = args.iter().filter(|a| **a == "--listen").count();
         let listens = if listens == 0 { 2 } else { listens };
         let protocols = if args.contains(&"--udp") || args.contains(&"--tcp") {
@@ -72,6 +72,12 @@ impl Server {
         } else {
             2
         };
+        Self::spawn_listening_on(command, listens * protocols)
+    }
+
+    /// Starts a server from `command` and waits until it has printed its
+    /// `sockets` addresses.
+    pub fn spawn_listening_on(mut command: Command, sockets: usize) -> Server {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -106,7 +112,7 @@ impl Server {
             stdout: rx,
             stderr: Some(stderr),
         };
-        while server.tcp.len() + server.udp.len() < listens * protocols {
+        while server.tcp.len() + server.udp.len() < sockets {
             let line = server
                 .stdout
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -124,6 +130,13 @@ impl Server {
             }
         }
         server
+    }
+
+    /// The next line the server prints to stdout after its addresses.
+    pub fn next_line(&self) -> String {
+        self.stdout
+            .recv_timeout(PATIENCE)
+            .expect("the server printed no further line")
     }
 
     /// The TCP address on 127.0.0.1.

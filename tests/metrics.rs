@@ -1,0 +1,200 @@
+//! `--metrics`: Prometheus metrics scraped while bench loads the server, and
+//! the counts checked against what bench sent; `/ready` during a drain.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Server, bench, counts};
+
+/// `GET path` over HTTP/1.1 with a fresh connection: (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` (name and labels exactly as exported).
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Starts a server with `--metrics` on a free loopback port.
+fn server_with_metrics(args: &[&str]) -> (Server, SocketAddr) {
+    let mut all = vec!["--metrics", "0"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let line = server.next_line();
+    let url = line.strip_prefix("metrics on http://").unwrap();
+    let addr = url.strip_suffix("/metrics").unwrap().parse().unwrap();
+    (server, addr)
+}
+
+#[test]
+fn counts_scraped_under_load_agree_with_what_bench_sent() {
+    let (server, metrics) = server_with_metrics(&[]);
+    let (status, text) = get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&text, "upcase_messages_received_total{protocol=\"udp\"}"),
+        0
+    );
+
+    const REQUESTS: u64 = 20_000;
+    let port = server.port();
+    let udp = format!("127.0.0.1 --port {port} --udp -n {REQUESTS} -c 4 --pipeline 8");
+    let tcp = format!("127.0.0.1 --port {port} --tcp -n {REQUESTS} -c 4 --pipeline 8");
+    let udp = std::thread::spawn(move || bench(&udp));
+    let tcp = std::thread::spawn(move || bench(&tcp));
+
+    // Scrape while the load runs: every scrape parses, and no counter goes
+    // backwards or past what can have been sent.
+    let mut last = (0, 0);
+    let mut scrapes = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while !(udp.is_finished() && tcp.is_finished()) && Instant::now() < deadline {
+        let (status, text) = get(metrics, "/metrics");
+        assert_eq!(status, 200);
+        let now = (
+            sample(&text, "upcase_messages_received_total{protocol=\"udp\"}"),
+            sample(&text, "upcase_messages_received_total{protocol=\"tcp\"}"),
+        );
+        assert!(now.0 >= last.0 && now.1 >= last.1, "{now:?} after {last:?}");
+        assert!(now.0 <= REQUESTS && now.1 <= REQUESTS, "{now:?}");
+        last = now;
+        scrapes += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(scrapes > 0);
+    let (ok, udp) = udp.join().unwrap();
+    assert!(ok, "{udp}");
+    let (ok, tcp) = tcp.join().unwrap();
+    assert!(ok, "{tcp}");
+    let (udp, tcp) = (counts(&udp), counts(&tcp));
+    // A window of 32 datagrams cannot overflow loopback's buffers.
+    assert_eq!(udp["lost"], 0);
+    assert_eq!(udp["sent"], REQUESTS);
+    assert_eq!(tcp["sent"], REQUESTS);
+
+    let (_, text) = get(metrics, "/metrics");
+    let udp_in = sample(&text, "upcase_messages_received_total{protocol=\"udp\"}");
+    let udp_out = sample(&text, "upcase_messages_sent_total{protocol=\"udp\"}");
+    assert_eq!(udp_in, udp["sent"]);
+    assert_eq!(udp_out, udp["received"]);
+    assert_eq!(
+        sample(
+            &text,
+            "upcase_reply_latency_seconds_count{protocol=\"udp\"}"
+        ),
+        udp_out
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "upcase_reply_latency_seconds_bucket{le=\"+Inf\",protocol=\"udp\"}"
+        ),
+        udp_out
+    );
+    // Over TCP, each request is a line and so is each reply.
+    assert_eq!(
+        sample(&text, "upcase_messages_received_total{protocol=\"tcp\"}"),
+        tcp["sent"]
+    );
+    assert_eq!(
+        sample(&text, "upcase_messages_sent_total{protocol=\"tcp\"}"),
+        tcp["received"]
+    );
+    assert_eq!(sample(&text, "upcase_tcp_connections_total"), 4);
+    assert_eq!(
+        sample(&text, "upcase_bytes_received_total{protocol=\"udp\"}"),
+        sample(&text, "upcase_bytes_sent_total{protocol=\"udp\"}"),
+        "upper-casing ASCII keeps the size"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "upcase_udp_datagrams_dropped_total{reason=\"rate_limited\"}"
+        ),
+        0
+    );
+
+    // Bench has closed its connections; the gauge comes back to 0 once the
+    // server has seen them close.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, text) = get(metrics, "/metrics");
+        if sample(&text, "upcase_tcp_connections_open") == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "connections still open:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success());
+    assert_eq!(common::counter(&stderr, "udp_datagrams_in"), udp_in);
+}
+
+#[test]
+fn ready_turns_503_while_draining_and_other_paths_are_refused() {
+    let (server, metrics) = server_with_metrics(&["--shutdown-timeout", "3s"]);
+    assert_eq!(get(metrics, "/ready"), (200, "ready\n".to_string()));
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(metrics, "/nope").0, 404);
+
+    // A client that sends a lot and reads nothing keeps a reply waiting to
+    // be written: the drain must wait for it, up to --shutdown-timeout.
+    let mut stalled = TcpStream::connect(server.tcp4()).unwrap();
+    stalled.set_nonblocking(true).unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut written = 0;
+    let deadline = Instant::now() + PATIENCE;
+    // Until the socket is full both ways (bounded: the buffers are finite).
+    while Instant::now() < deadline {
+        match stalled.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+                if stalled.write(&chunk).is_err() {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(written > 0);
+
+    server.signal(libc::SIGTERM);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = get(metrics, "/ready");
+        if status == 503 {
+            assert_eq!(body, "draining\n");
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(Instant::now() < deadline, "/ready never said draining");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Still scrapable while draining.
+    let (status, text) = get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(sample(&text, "upcase_tcp_connections_open"), 1);
+    let (status, _) = server.wait();
+    assert!(status.success());
+    drop(stalled);
+}
