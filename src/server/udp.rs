@@ -1,5 +1,5 @@
 //! UDP: one task per socket, one reply datagram per request datagram, sent
-//! back to the sender's address.
+//! back to the sender's address, in batches of up to 64 each way.
 //!
 //! The receive buffer holds the largest possible datagram, so nothing is
 //! truncated. A reply that cannot be sent (too large for a datagram, an error
@@ -11,6 +11,10 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::time::{Duration, Instant};
 
+use std::io;
+use std::os::fd::AsFd;
+
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +22,7 @@ use super::guard::{self, Refusal};
 use super::ratelimit::SourceLimiter;
 use super::throttle::Throttle;
 use super::{Config, Stats};
+use crate::mmsg::{AddressedBatch, RecvBatch};
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, reply_to_datagram};
 
 /// Simulated loss on one socket (see [`Config::drop_rate`]).
@@ -40,8 +45,14 @@ impl Loss {
     }
 }
 
-/// Serves `socket` until `shutdown` is cancelled. A datagram already received
-/// is always answered before the task checks for shutdown.
+/// Datagrams received (and replies sent) per system call.
+const BATCH: usize = 64;
+
+/// Serves `socket` until `shutdown` is cancelled. Datagrams already
+/// received are always answered before the task checks for shutdown.
+///
+/// Up to [`BATCH`] datagrams come in one `recvmmsg(2)`, and their replies go
+/// out in one `sendmmsg(2)`: per datagram, no system call and no allocation.
 pub(super) async fn serve(
     socket: UdpSocket,
     config: Arc<Config>,
@@ -52,18 +63,22 @@ pub(super) async fn serve(
 ) {
     let own_port = socket.local_addr().map_or(0, |a| a.port());
     let mut refusal_log = Throttle::new(Duration::from_secs(1));
-    let mut request = vec![0u8; DATAGRAM_BUFFER_BYTES];
-    let mut reply = Vec::new();
     let mut recv_log = Throttle::new(Duration::from_secs(1));
     let mut send_log = Throttle::new(Duration::from_secs(1));
+    // Slots of the largest datagram, so nothing is ever cut short.
+    let mut requests = RecvBatch::new(BATCH, DATAGRAM_BUFFER_BYTES);
+    let mut replies = AddressedBatch::new(BATCH);
     loop {
-        let received = tokio::select! {
+        let ready = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut request) => received,
+            ready = socket.readable() => ready,
         };
-        let (len, peer) = match received {
-            Ok(received) => received,
+        let received = ready
+            .and_then(|()| socket.try_io(Interest::READABLE, || requests.recv(socket.as_fd())));
+        let count = match received {
+            Ok(count) => count,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // On Linux, e.g. an ICMP error queued for an earlier reply.
                 Stats::add(&stats.udp_recv_errors, 1);
@@ -74,51 +89,92 @@ pub(super) async fn serve(
             }
         };
         let received_at = Instant::now();
-        Stats::add(&stats.udp_datagrams_in, 1);
-        Stats::add(&stats.udp_bytes_in, len as u64);
-        let refusal = if config.access.permits(peer.ip()) {
-            guard::check_udp_source(peer, own_port).err()
-        } else {
-            Some(Refusal::Denied)
-        };
-        if let Some(refusal) = refusal {
-            let counter = match refusal {
-                Refusal::Denied => &stats.udp_refused_denied,
-                _ => &stats.udp_refused_source,
+        replies.clear();
+        for i in 0..count {
+            let (request, _) = requests.get(i);
+            Stats::add(&stats.udp_datagrams_in, 1);
+            Stats::add(&stats.udp_bytes_in, request.len() as u64);
+            let Some(peer) = requests.source(i) else {
+                Stats::add(&stats.udp_refused_source, 1);
+                continue;
             };
-            Stats::add(counter, 1);
-            if let Some(suppressed) = refusal_log.allow(Instant::now()) {
-                tracing::warn!(%peer, reason = refusal.name(), suppressed, "UDP datagram not answered");
+            let refusal = if config.access.permits(peer.ip()) {
+                guard::check_udp_source(peer, own_port).err()
+            } else {
+                Some(Refusal::Denied)
+            };
+            if let Some(refusal) = refusal {
+                let counter = match refusal {
+                    Refusal::Denied => &stats.udp_refused_denied,
+                    _ => &stats.udp_refused_source,
+                };
+                Stats::add(counter, 1);
+                if let Some(suppressed) = refusal_log.allow(received_at) {
+                    tracing::warn!(%peer, reason = refusal.name(), suppressed, "UDP datagram not answered");
+                }
+                continue;
             }
-            continue;
-        }
-        if config.udp_rate_limit > 0
-            && config.limits_source(peer.ip())
-            && !limiter.allow(peer.ip(), Instant::now())
-        {
-            Stats::add(&stats.udp_rate_limited, 1);
-            if let Some(suppressed) = refusal_log.allow(Instant::now()) {
-                tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
+            if config.udp_rate_limit > 0
+                && config.limits_source(peer.ip())
+                && !limiter.allow(peer.ip(), received_at)
+            {
+                Stats::add(&stats.udp_rate_limited, 1);
+                if let Some(suppressed) = refusal_log.allow(received_at) {
+                    tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
+                }
+                continue;
             }
-            continue;
+            if loss.drop_next() {
+                Stats::add(&stats.udp_dropped_simulated, 1);
+                continue;
+            }
+            replies.push(peer, |out| {
+                reply_to_datagram(config.transform, request, out)
+            });
         }
-        if loss.drop_next() {
-            Stats::add(&stats.udp_dropped_simulated, 1);
-            continue;
-        }
-        reply.clear();
-        reply_to_datagram(config.transform, &request[..len], &mut reply);
-        match socket.send_to(&reply, peer).await {
+        send_all(&socket, &mut replies, &stats, &mut send_log, received_at).await;
+    }
+}
+
+/// Sends every reply in `replies`, waiting while the socket's send buffer
+/// is full. A reply the kernel refuses (too large for a datagram, ...) is
+/// counted, logged and skipped.
+async fn send_all(
+    socket: &UdpSocket,
+    replies: &mut AddressedBatch,
+    stats: &Stats,
+    send_log: &mut Throttle,
+    received_at: Instant,
+) {
+    while replies.pending() > 0 {
+        let bytes_before = replies.pending_bytes();
+        match socket.try_io(Interest::WRITABLE, || replies.send(socket.as_fd())) {
             Ok(sent) => {
-                Stats::add(&stats.udp_datagrams_out, 1);
-                Stats::add(&stats.udp_bytes_out, sent as u64);
-                stats.udp_reply_latency.record(received_at.elapsed());
+                Stats::add(&stats.udp_datagrams_out, sent as u64);
+                Stats::add(
+                    &stats.udp_bytes_out,
+                    (bytes_before - replies.pending_bytes()) as u64,
+                );
+                let elapsed = received_at.elapsed();
+                for _ in 0..sent {
+                    stats.udp_reply_latency.record(elapsed);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.writable().await {
+                    tracing::warn!(error = %e, "UDP socket unusable");
+                    return;
+                }
             }
             Err(e) => {
                 Stats::add(&stats.udp_send_errors, 1);
                 if let Some(suppressed) = send_log.allow(Instant::now()) {
-                    tracing::warn!(%peer, reply_bytes = reply.len(), error = %e, suppressed, "UDP reply not sent");
+                    let (reply, peer) = replies
+                        .peek()
+                        .map_or((0, None), |(r, p)| (r.len(), Some(p)));
+                    tracing::warn!(?peer, reply_bytes = reply, error = %e, suppressed, "UDP reply not sent");
                 }
+                replies.skip();
             }
         }
     }
