@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Measures upcase server against the baselines, side by side, and prints the
+table of ratios that BENCHMARKS.md reports.
+
+    python3 benchmarks/compare.py [--seconds 3] [--pairs 3] [--only NAME ...]
+
+Builds the release binary and the baseline servers (examples/baseline_*.rs),
+then for each comparison runs the two servers alternately, A B A B, for
+--pairs pairs. Each run starts the server pinned to CPU 0 (taskset) and loads
+it with `upcase bench --threads 1` pinned to CPU 1, for --seconds. A run
+yields the rate (replies per second, from bench's JSON) and the server's CPU
+time per reply (user + system time from /proc/PID/stat over the load,
+divided by the replies). Each pair gives a ratio A/B; the table shows the
+median, min and max ratio over the pairs. Rates depend on what else the
+machine does; CPU per reply is much steadier.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+UPCASE = RELEASE / "upcase"
+TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+def upcase_server(port, *extra):
+    return [str(UPCASE), "-q", "server", "--threads", "1", "--listen", "127.0.0.1",
+            "--port", str(port), *extra]
+
+
+def example(name):
+    return lambda port: [str(RELEASE / "examples" / name), str(port)]
+
+
+def textbook(script):
+    return lambda port: ["python3", str(ROOT / "tests" / "peers" / script), str(port)]
+
+
+SERVERS = {
+    "upcase": lambda port: upcase_server(port),
+    "upcase-echo": lambda port: upcase_server(port, "--transform", "echo"),
+    "recvmmsg-64": example("baseline_mmsg_udp"),
+    "tokio": example("baseline_tokio"),
+    "blocking-256k": example("baseline_blocking_tcp"),
+    "textbook-udp": textbook("textbook_udp_server.py"),
+    "textbook-tcp": textbook("textbook_tcp_server.py"),
+}
+
+# name, bench arguments, [(A, B, what is compared, target)]
+# A target is (metric, "<=" | ">=", bound); metric "rate" or "cpu".
+COMPARISONS = [
+    ("udp-64B", "--udp -c 4 --pipeline 32 --size 64", [
+        ("upcase", "recvmmsg-64", ("rate", ">=", 0.95)),
+        ("upcase", "recvmmsg-64", ("cpu", "<=", 1.05)),
+        ("upcase", "tokio", ("rate", ">=", 2.2)),
+        ("upcase", "textbook-udp", ("cpu", "<=", 1.0)),
+    ]),
+    ("tcp-50x64B", "--tcp -c 50 --size 64", [
+        ("upcase", "tokio", ("cpu", "<=", 0.6)),
+        ("upcase", "tokio", ("rate", ">=", 1.0)),
+    ]),
+    ("tcp-500x64B", "--tcp -c 500 --size 64", [
+        ("upcase", "tokio", ("cpu", "<=", 0.6)),
+        ("upcase", "tokio", ("rate", ">=", 1.0)),
+    ]),
+    ("stream-1x64KiB", "--tcp -c 1 --pipeline 4 --size 65536", [
+        ("upcase", "blocking-256k", ("rate", ">=", 0.9)),
+        ("upcase", "tokio", ("rate", ">=", 4.0)),
+    ]),
+    ("stream-4x64KiB", "--tcp -c 4 --pipeline 4 --size 65536", [
+        ("upcase", "blocking-256k", ("rate", ">=", 0.9)),
+        ("upcase", "tokio", ("rate", ">=", 4.0)),
+    ]),
+    ("oneshot", "--tcp --mode oneshot -c 2 --size 64", [
+        ("upcase", "tokio", ("rate", ">=", 1.2)),
+        ("upcase", "textbook-tcp", ("rate", ">=", 1.2)),
+        ("upcase", "textbook-tcp", ("cpu", "<=", 0.7)),
+    ]),
+]
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command: state is field 3; utime and stime are fields 14, 15.
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc):
+    """Until both TCP and UDP (where served) are bound: TCP connect works."""
+    import socket
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"server not ready: {proc.args}")
+
+
+def run_once(server, load, seconds):
+    """One run: returns (replies per second, server CPU seconds per reply)."""
+    port = free_port()
+    command = ["taskset", "-c", SERVER_CPU, *SERVERS[server](port)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if "--udp" in load and "udp" in server or server == "recvmmsg-64":
+            time.sleep(0.5)  # UDP-only servers: nothing to connect to
+        else:
+            wait_ready(port, proc)
+        expect = ["--expect", "echo"] if server == "upcase-echo" else []
+        bench = ["taskset", "-c", LOAD_CPU, str(UPCASE), "-q", "bench", "127.0.0.1",
+                 "--port", str(port), *load.split(), "-d", f"{seconds}s", "--threads", "1",
+                 "--timeout", "2s", "--json", *expect]
+        before = cpu_seconds(proc.pid)
+        out = subprocess.run(bench, capture_output=True, text=True, timeout=seconds + 60)
+        after = cpu_seconds(proc.pid)
+        report = json.loads(out.stdout)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    counts = report["counts"]
+    if counts["mismatched"] or counts["unexpected"]:
+        sys.exit(f"{server}: wrong replies under {load}: {counts}")
+    received = counts["received"]
+    if received == 0:
+        sys.exit(f"{server}: no replies under {load}: {counts}")
+    return received / report["seconds"], (after - before) / received
+
+
+def fmt_ratio(values):
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="comparison names to run")
+    parser.add_argument("--json", type=Path, help="also write every run here")
+    args = parser.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "upcase", "--examples"],
+                   cwd=ROOT, check=True)
+    print(f"# {os.cpu_count()} CPUs; server on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}; "
+          f"{args.pairs} pairs of {args.seconds:g} s runs, A B A B", flush=True)
+    rows, runs = [], []
+    for name, load, checks in COMPARISONS:
+        if args.only and name not in args.only:
+            continue
+        for a, b in dict.fromkeys((a, b) for a, b, _ in checks):
+            results = {a: [], b: []}
+            for _ in range(args.pairs):
+                for server in (a, b):
+                    rate, cpu = run_once(server, load, args.seconds)
+                    results[server].append((rate, cpu))
+                    runs.append({"comparison": name, "server": server, "load": load,
+                                 "rate": rate, "cpu_per_reply_s": cpu})
+                    print(f"  {name:15} {server:14} {rate:12,.0f}/s {cpu * 1e6:8.2f} us CPU/reply",
+                          file=sys.stderr, flush=True)
+            ratio = {
+                "rate": [ra / rb for (ra, _), (rb, _) in zip(results[a], results[b])],
+                "cpu": [ca / cb for (_, ca), (_, cb) in zip(results[a], results[b])],
+            }
+            for ca, cb, (metric, op, bound) in checks:
+                if (ca, cb) != (a, b):
+                    continue
+                med = statistics.median(ratio[metric])
+                met = med >= bound if op == ">=" else med <= bound
+                a_med = statistics.median(r[0 if metric == "rate" else 1] for r in results[a])
+                b_med = statistics.median(r[0 if metric == "rate" else 1] for r in results[b])
+                unit = (lambda v: f"{v:,.0f}/s") if metric == "rate" else (lambda v: f"{v * 1e6:.2f} us")
+                rows.append((name, f"{metric} {a}/{b}", fmt_ratio(ratio[metric]),
+                             f"{op} {bound}", "yes" if met else "NO",
+                             f"{unit(a_med)} vs {unit(b_med)}"))
+    print()
+    print("| load | ratio | median (min-max) | target | met | medians A vs B |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+
+
+if __name__ == "__main__":
+    main()
