@@ -31,13 +31,18 @@ fn main() -> std::io::Result<()> {
             hdr[i].msg_hdr.msg_iov = &mut iov[i];
             hdr[i].msg_hdr.msg_iovlen = 1;
             hdr[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            hdr[i].msg_hdr.msg_namelen =
-                size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
         // SAFETY: the headers point into `buf`, `iov` and `names`, all alive
         // for the call; blocking until at least one datagram arrives.
         let n = unsafe {
-            libc::recvmmsg(fd, hdr.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                hdr.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if n <= 0 {
             continue;

@@ -129,25 +129,24 @@ fn is_incomplete_sequence(bytes: &[u8]) -> bool {
 }
 
 fn map_str(case: Case, s: &str, out: &mut Vec<u8>) {
-    // ASCII fast path: `is_ascii` and the byte-wise map below both vectorize.
-    if s.is_ascii() {
-        match case {
-            Case::Upper => out.extend(s.bytes().map(|b| b.to_ascii_uppercase())),
-            Case::Lower => out.extend(s.bytes().map(|b| b.to_ascii_lowercase())),
-        }
-        return;
-    }
     out.reserve(s.len());
-    let mut utf8 = [0u8; 4];
-    for c in s.chars() {
-        if c.is_ascii() {
-            let b = c as u8;
-            out.push(match case {
-                Case::Upper => b.to_ascii_uppercase(),
-                Case::Lower => b.to_ascii_lowercase(),
-            });
-            continue;
+    let mut rest = s;
+    while !rest.is_empty() {
+        // ASCII runs are copied and mapped in place in bulk, which the
+        // compiler vectorizes; only other characters go one at a time.
+        let run = ascii_prefix(rest.as_bytes());
+        if run > 0 {
+            let start = out.len();
+            out.extend_from_slice(&rest.as_bytes()[..run]);
+            match case {
+                Case::Upper => out[start..].make_ascii_uppercase(),
+                Case::Lower => out[start..].make_ascii_lowercase(),
+            }
+            rest = &rest[run..];
         }
+        let mut chars = rest.chars();
+        let Some(c) = chars.next() else { break };
+        let mut utf8 = [0u8; 4];
         match case {
             Case::Upper => {
                 for m in c.to_uppercase() {
@@ -160,7 +159,22 @@ fn map_str(case: Case, s: &str, out: &mut Vec<u8>) {
                 }
             }
         }
+        rest = chars.as_str();
     }
+}
+
+/// The length of the ASCII run `bytes` starts with: 16 bytes at a time
+/// (`is_ascii` on a block is a few word operations), then byte by byte.
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    let blocks = bytes
+        .chunks_exact(16)
+        .take_while(|block| block.is_ascii())
+        .count();
+    let n = blocks * 16;
+    n + bytes[n..]
+        .iter()
+        .position(|b| !b.is_ascii())
+        .unwrap_or(bytes.len() - n)
 }
 
 /// Counts the occurrences of one character's UTF-8 encoding in a byte stream
