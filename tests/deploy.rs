@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, PATIENCE, Server, bench, counter, counts, run_with_input};
+use common::{PATIENCE, Server, bench, counter, counts, run_with_input};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,6 +112,23 @@ fn the_kubernetes_manifests_validate_against_the_api_schema() {
     assert!(service.contains("port: 12000\n      targetPort: udp\n      protocol: UDP"));
 }
 
+/// nginx's master process, stopped with SIGTERM when dropped: it then stops
+/// its workers (SIGKILL would leave them running, holding the port).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child we spawned.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + PATIENCE;
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free port on both 127.0.0.1 and ::1 a moment ago.
 fn free_port() -> u16 {
     loop {
@@ -157,7 +174,7 @@ fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
         dir = dir.display()
     );
     std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let nginx = KillOnDrop(
+    let nginx = Nginx(
         Command::new("nginx")
             .arg("-c")
             .arg(dir.join("nginx.conf"))
