@@ -18,7 +18,7 @@ use socket2::{Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Config, Stats, ratelimit, tcp, udp};
+use super::{Config, Stats, tcp, udp};
 use crate::protocol::StreamReplier;
 
 /// Serves stdin/stdout until the peer is done or `shutdown` is cancelled,
@@ -41,16 +41,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> io::Result<Ar
         Ok(Type::DGRAM) => {
             socket.set_nonblocking(true)?;
             let socket = tokio::net::UdpSocket::from_std(socket.into())?;
-            let loss = udp::Loss::new(
-                config.drop_rate,
-                config.drop_seed.unwrap_or_else(rand::random),
-            );
-            let limiter = ratelimit::SourceLimiter::new(
-                config.udp_rate_limit,
-                config.udp_rate_table_entries,
-                std::time::Instant::now(),
-            );
-            udp::serve(socket, config, stats.clone(), loss, limiter, shutdown).await;
+            let seed = config.drop_seed.unwrap_or_else(rand::random);
+            udp::serve(socket, config, stats.clone(), seed, shutdown).await;
         }
         Ok(other) => {
             return Err(io::Error::other(format!(

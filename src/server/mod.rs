@@ -195,18 +195,11 @@ pub async fn run(
         tracing::debug!(local = ?socket.local_addr(), "serving UDP datagrams");
         // One generator per socket: the pattern on each is reproducible
         // whatever the traffic on the others.
-        let loss = udp::Loss::new(config.drop_rate, drop_seed.wrapping_add(index as u64));
-        let limiter = ratelimit::SourceLimiter::new(
-            config.udp_rate_limit,
-            config.udp_rate_table_entries,
-            std::time::Instant::now(),
-        );
         tracker.spawn(udp::serve(
             socket,
             config.clone(),
             stats.clone(),
-            loss,
-            limiter,
+            drop_seed.wrapping_add(index as u64),
             shutdown.clone(),
         ));
     }

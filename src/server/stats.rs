@@ -136,11 +136,18 @@ pub struct Latency {
 impl Latency {
     /// Records one reply that took `elapsed`.
     pub fn record(&self, elapsed: Duration) {
+        self.record_many(elapsed, 1);
+    }
+
+    /// Records `count` replies that each took `elapsed` (a batch sent at
+    /// once), with one add per atomic.
+    pub fn record_many(&self, elapsed: Duration, count: u64) {
         let micros = elapsed.as_micros();
         let bucket = LATENCY_BOUNDS_MICROS.partition_point(|&bound| u128::from(bound) < micros);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.buckets[bucket].fetch_add(count, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(nanos.saturating_mul(count), Ordering::Relaxed);
     }
 
     /// The count in each bucket (not cumulative), the last one unbounded.
@@ -176,6 +183,15 @@ mod tests {
             latency.sum(),
             Duration::from_micros(3 + 10 + 11 + 999_000 + 5_000_000)
         );
+    }
+
+    #[test]
+    fn a_batch_counts_once_per_reply() {
+        let latency = Latency::default();
+        latency.record_many(Duration::from_micros(40), 64);
+        assert_eq!(latency.buckets()[2], 64); // <= 50 us
+        assert_eq!(latency.buckets().iter().sum::<u64>(), 64);
+        assert_eq!(latency.sum(), Duration::from_micros(40 * 64));
     }
 
     #[test]
