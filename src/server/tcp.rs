@@ -119,19 +119,15 @@ impl Acceptor {
                 refuse(&stream, SOURCE_BUSY_LINE);
                 continue;
             };
-            Stats::add(&self.stats.tcp_connections, 1);
-            Stats::add(&self.stats.tcp_open, 1);
-            let stats = self.stats.clone();
-            let connection = Connection {
+            let connection = Connection::open(
                 stream,
                 peer,
-                config: self.config.clone(),
-                stats: self.stats.clone(),
-                shutdown: self.shutdown.clone(),
-            };
+                self.config.clone(),
+                self.stats.clone(),
+                self.shutdown.clone(),
+            );
             self.tracker.spawn(async move {
                 connection.serve().await;
-                Stats::sub(&stats.tcp_open, 1);
                 drop((slot, source_slot));
             });
         }
@@ -169,17 +165,9 @@ pub(super) async fn serve_connection(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
-    Stats::add(&stats.tcp_connections, 1);
-    Stats::add(&stats.tcp_open, 1);
-    let connection = Connection {
-        stream,
-        peer,
-        config,
-        stats: stats.clone(),
-        shutdown,
-    };
-    connection.serve().await;
-    Stats::sub(&stats.tcp_open, 1);
+    Connection::open(stream, peer, config, stats, shutdown)
+        .serve()
+        .await;
 }
 
 /// Newline bytes in `bytes`: the lines a read or write carried.
@@ -226,6 +214,26 @@ enum Read {
 }
 
 impl Connection {
+    /// Counts a connection as accepted and open; [`serve`](Self::serve)
+    /// counts it closed.
+    fn open(
+        stream: TcpStream,
+        peer: SocketAddr,
+        config: Arc<Config>,
+        stats: Arc<Stats>,
+        shutdown: CancellationToken,
+    ) -> Connection {
+        Stats::add(&stats.tcp_connections, 1);
+        Stats::add(&stats.tcp_open, 1);
+        Connection {
+            stream,
+            peer,
+            config,
+            stats,
+            shutdown,
+        }
+    }
+
     async fn serve(mut self) {
         // Small replies go out at once rather than waiting on Nagle's
         // algorithm for the client's delayed ACK.
@@ -253,6 +261,7 @@ impl Connection {
                 tracing::debug!(%peer, error = %e, "connection closed on error");
             }
         }
+        Stats::sub(&self.stats.tcp_open, 1);
     }
 
     /// Reads, replies, and repeats until the client is done, the server shuts
