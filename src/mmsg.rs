@@ -119,12 +119,8 @@ pub struct AddressedBatch {
     entries: Vec<(usize, SockAddr)>,
     /// Datagrams before this one are sent (or given up on).
     next: usize,
-    iov: Vec<libc::iovec>,
-    hdr: Vec<libc::mmsghdr>,
+    headers: SendHeaders,
 }
-
-// SAFETY: as for `RecvBatch`: the pointers are rewritten before each call.
-unsafe impl Send for AddressedBatch {}
 
 impl AddressedBatch {
     /// Room for `count` datagrams per call.
@@ -133,9 +129,7 @@ impl AddressedBatch {
             buf: Vec::new(),
             entries: Vec::with_capacity(count),
             next: 0,
-            // SAFETY: all-zero is a valid iovec and mmsghdr.
-            iov: vec![unsafe { std::mem::zeroed() }; count],
-            hdr: vec![unsafe { std::mem::zeroed() }; count],
+            headers: SendHeaders::new(count),
         }
     }
 
@@ -181,56 +175,26 @@ impl AddressedBatch {
     /// concerns the first pending datagram (`WouldBlock`: none could be
     /// sent; otherwise [`skip`](Self::skip) it, or retry).
     pub fn send(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let count = self.pending().min(self.hdr.len());
         let mut start = self.next.checked_sub(1).map_or(0, |i| self.entries[i].0);
-        let base = self.buf.as_ptr();
-        let entries = &self.entries[self.next..self.next + count];
-        for ((iov, hdr), (end, to)) in self.iov.iter_mut().zip(&mut self.hdr).zip(entries) {
-            // SAFETY: start <= end <= buf.len().
-            iov.iov_base = unsafe { base.add(start) }.cast_mut().cast();
-            iov.iov_len = end - start;
+        let datagrams = self.entries[self.next..].iter().map(|(end, to)| {
+            let datagram = (&self.buf[start..*end], Some(to));
             start = *end;
-            // SAFETY: all-zero is a valid msghdr.
-            hdr.msg_hdr = unsafe { std::mem::zeroed() };
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
-            hdr.msg_hdr.msg_namelen = to.len();
-        }
-        // SAFETY: the first `count` headers point at regions of `buf` and at
-        // addresses in `entries`, neither changed until the call returns; the
-        // kernel only reads them.
-        let n = unsafe {
-            libc::sendmmsg(
-                fd.as_raw_fd(),
-                self.hdr.as_mut_ptr(),
-                count as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            datagram
+        });
+        let n = self.headers.send(fd, datagrams)?;
         self.next += n;
         Ok(n)
     }
 }
 
-/// Headers for sending up to `count` datagrams in one call.
-pub struct SendBatch {
-    iov: Vec<libc::iovec>,
-    hdr: Vec<libc::mmsghdr>,
-}
-
-// SAFETY: as for `RecvBatch`: the pointers are rewritten before each call.
-unsafe impl Send for SendBatch {}
+/// Headers for sending up to `count` datagrams in one call on a connected
+/// socket.
+pub struct SendBatch(SendHeaders);
 
 impl SendBatch {
     /// Room for `count` datagrams per call.
     pub fn new(count: usize) -> SendBatch {
-        SendBatch {
-            // SAFETY: all-zero is a valid iovec and mmsghdr.
-            iov: vec![unsafe { std::mem::zeroed() }; count],
-            hdr: vec![unsafe { std::mem::zeroed() }; count],
-        }
+        SendBatch(SendHeaders::new(count))
     }
 
     /// Sends the datagrams laid end to end in `buf`, `size` bytes each, up
@@ -241,23 +205,54 @@ impl SendBatch {
             size > 0 && buf.len().is_multiple_of(size),
             "whole datagrams only"
         );
-        let count = (buf.len() / size).min(self.hdr.len());
-        for (i, (iov, hdr)) in self
-            .iov
-            .iter_mut()
-            .zip(&mut self.hdr)
-            .take(count)
-            .enumerate()
-        {
-            iov.iov_base = buf[i * size..].as_ptr().cast_mut().cast();
-            iov.iov_len = size;
+        self.0.send(fd, buf.chunks_exact(size).map(|d| (d, None)))
+    }
+}
+
+/// The `sendmmsg(2)` headers both kinds of send batch point at their data:
+/// allocated once, re-pointed on each call.
+struct SendHeaders {
+    iov: Vec<libc::iovec>,
+    hdr: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: as for `RecvBatch`: the pointers are rewritten before each call.
+unsafe impl Send for SendHeaders {}
+
+impl SendHeaders {
+    fn new(count: usize) -> SendHeaders {
+        SendHeaders {
+            // SAFETY: all-zero is a valid iovec and mmsghdr.
+            iov: vec![unsafe { std::mem::zeroed() }; count],
+            hdr: vec![unsafe { std::mem::zeroed() }; count],
+        }
+    }
+
+    /// Sends up to a batch of `datagrams`, each a payload and, on an
+    /// unconnected socket, a destination, without blocking. Returns how many
+    /// were sent (the first ones).
+    fn send<'a>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        datagrams: impl Iterator<Item = (&'a [u8], Option<&'a SockAddr>)>,
+    ) -> io::Result<usize> {
+        let mut count = 0;
+        for ((iov, hdr), (data, to)) in self.iov.iter_mut().zip(&mut self.hdr).zip(datagrams) {
+            iov.iov_base = data.as_ptr().cast_mut().cast();
+            iov.iov_len = data.len();
             // SAFETY: all-zero is a valid msghdr.
             hdr.msg_hdr = unsafe { std::mem::zeroed() };
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
+            if let Some(to) = to {
+                hdr.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
+                hdr.msg_hdr.msg_namelen = to.len();
+            }
+            count += 1;
         }
-        // SAFETY: the first `count` headers point at `size`-byte regions of
-        // `buf`, which outlives the call; the kernel only reads them.
+        // SAFETY: the first `count` headers point at payloads and addresses
+        // borrowed for `'a`, which outlives the call; the kernel only reads
+        // them.
         let n = unsafe {
             libc::sendmmsg(
                 fd.as_raw_fd(),
