@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, bench, counter, counts, run_with_input};
+use common::{PATIENCE, Server, bench, counter, counts, free_port, run_with_input};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -126,19 +126,6 @@ impl Drop for Nginx {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// A free port on both 127.0.0.1 and ::1 a moment ago.
-fn free_port() -> u16 {
-    loop {
-        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = v4.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("::1", port)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
     }
 }
 

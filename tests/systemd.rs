@@ -14,16 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::text::Lines;
-use common::{KillOnDrop, PATIENCE, Server, run_with_input, upcase};
-
-/// A port free on 127.0.0.1 a moment ago, for tools that must be told one.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{KillOnDrop, PATIENCE, Server, free_port, run_with_input, upcase};
 
 /// `systemd-socket-activate` running `upcase` with `args`.
 fn socket_activate(tool_args: &[&str], upcase_args: &[&str]) -> Command {
@@ -33,6 +24,17 @@ fn socket_activate(tool_args: &[&str], upcase_args: &[&str]) -> Command {
         .arg(env!("CARGO_BIN_EXE_upcase"))
         .args(upcase_args);
     command
+}
+
+/// Spawns `command` with its output discarded, killed when dropped.
+fn spawn_quietly(mut command: Command) -> KillOnDrop {
+    KillOnDrop(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Connects to `addr`, retrying while nothing listens yet (bounded), sends
@@ -229,17 +231,10 @@ fn tells_the_service_manager_when_ready_and_when_stopping() {
 #[ignore = "needs systemd-socket-activate (Debian package systemd); .ci/run installs it"]
 fn inetd_mode_serves_one_tcp_connection_per_process() {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut command = socket_activate(
+    let _activator = spawn_quietly(socket_activate(
         &["--inetd", "--accept", "-l", &addr.to_string()],
         &["server", "--inetd"],
-    );
-    let _activator = KillOnDrop(
-        command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    ));
     for seed in 0..3 {
         let (request, reply) = text(seed, 100);
         assert_eq!(tcp_exchange(addr, &request), reply, "connection {seed}");
@@ -274,17 +269,10 @@ fn inetd_mode_keeps_logs_off_a_socket_that_is_also_stderr() {
 #[ignore = "needs systemd-socket-activate (Debian package systemd); .ci/run installs it"]
 fn inetd_mode_serves_a_udp_socket_on_stdin() {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut command = socket_activate(
+    let _server = spawn_quietly(socket_activate(
         &["--datagram", "--inetd", "-l", &addr.to_string()],
         &["server", "--inetd"],
-    );
-    let _server = KillOnDrop(
-        command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    ));
     assert_eq!(udp_exchange(addr, b"first"), b"FIRST");
     assert_eq!(udp_exchange(addr, b"second \xff"), b"SECOND \xff");
 }

@@ -216,6 +216,20 @@ impl Drop for Server {
     }
 }
 
+/// A port free a moment ago for TCP on 127.0.0.1 and ::1 and for UDP on
+/// 127.0.0.1, for tools that must be told a port rather than pick one.
+pub fn free_port() -> u16 {
+    loop {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("::1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+}
+
 /// Runs `command` with `input` on stdin and waits (boundedly) for it.
 pub fn run_with_input(mut command: Command, input: &[u8]) -> Output {
     let mut child = command
