@@ -104,6 +104,13 @@ pub enum Case {
 /// left for the caller to present again with what follows. With `at_end`, they
 /// are copied through like any other invalid bytes.
 pub fn map_case(case: Case, input: &[u8], at_end: bool, out: &mut Vec<u8>) -> usize {
+    // All-ASCII input, the common case, needs no UTF-8 decoding at all:
+    // `is_ascii` checks a word at a time, and the copy and the in-place map
+    // vectorize.
+    if input.is_ascii() {
+        map_ascii(case, input, out);
+        return input.len();
+    }
     let mut consumed = 0;
     for chunk in input.utf8_chunks() {
         map_str(case, chunk.valid(), out);
@@ -136,12 +143,7 @@ fn map_str(case: Case, s: &str, out: &mut Vec<u8>) {
         // compiler vectorizes; only other characters go one at a time.
         let run = ascii_prefix(rest.as_bytes());
         if run > 0 {
-            let start = out.len();
-            out.extend_from_slice(&rest.as_bytes()[..run]);
-            match case {
-                Case::Upper => out[start..].make_ascii_uppercase(),
-                Case::Lower => out[start..].make_ascii_lowercase(),
-            }
+            map_ascii(case, &rest.as_bytes()[..run], out);
             rest = &rest[run..];
         }
         let mut chars = rest.chars();
@@ -160,6 +162,16 @@ fn map_str(case: Case, s: &str, out: &mut Vec<u8>) {
             }
         }
         rest = chars.as_str();
+    }
+}
+
+/// Appends the ASCII bytes `ascii` to `out`, case-mapped in place.
+fn map_ascii(case: Case, ascii: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(ascii);
+    match case {
+        Case::Upper => out[start..].make_ascii_uppercase(),
+        Case::Lower => out[start..].make_ascii_lowercase(),
     }
 }
 
