@@ -3,6 +3,7 @@
 table of ratios that BENCHMARKS.md reports.
 
     python3 benchmarks/compare.py [--seconds 3] [--pairs 3] [--only NAME ...]
+    python3 benchmarks/compare.py --against OLD_UPCASE_BINARY [--only NAME ...]
 
 Builds the release binary and the baseline servers (examples/baseline_*.rs),
 then for each comparison runs the two servers alternately, A B A B, for
@@ -13,6 +14,10 @@ time per reply (user + system time from /proc/PID/stat over the load,
 divided by the replies). Each pair gives a ratio A/B; the table shows the
 median, min and max ratio over the pairs. Rates depend on what else the
 machine does; CPU per reply is much steadier.
+
+--against compares this build with another upcase binary (say, one built
+from the previous commit) under every load instead of with the baselines:
+the way to tell whether a change made the server faster.
 """
 
 import argparse
@@ -31,8 +36,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CPU, LOAD_CPU = "0", "1"
 
 
-def upcase_server(port):
-    return [str(UPCASE), "-q", "server", "--threads", "1", "--listen", "127.0.0.1",
+def upcase_server(port, binary=UPCASE):
+    return [str(binary), "-q", "server", "--threads", "1", "--listen", "127.0.0.1",
             "--port", str(port)]
 
 
@@ -143,14 +148,23 @@ def main():
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="comparison names to run")
     parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument("--against", type=Path, metavar="BINARY",
+                        help="compare with this other upcase binary instead of the baselines")
     args = parser.parse_args()
+    comparisons = COMPARISONS
+    if args.against:
+        binary = args.against.resolve()
+        SERVERS["against"] = lambda port: upcase_server(port, binary)
+        comparisons = [(name, load, [("upcase", "against", ("rate", ">=", 1.0)),
+                                     ("upcase", "against", ("cpu", "<=", 1.0))])
+                       for name, load, _ in COMPARISONS]
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "upcase", "--examples"],
                    cwd=ROOT, check=True)
     print(f"# {os.cpu_count()} CPUs; server on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}; "
           f"{args.pairs} pairs of {args.seconds:g} s runs, A B A B", flush=True)
     rows, runs = [], []
-    for name, load, checks in COMPARISONS:
+    for name, load, checks in comparisons:
         if args.only and name not in args.only:
             continue
         for a, b in dict.fromkeys((a, b) for a, b, _ in checks):

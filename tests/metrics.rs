@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, bench, counts};
+use common::{PATIENCE, Server, bench, counts, fill_until_server_stalls};
 
 /// `GET path` over HTTP/1.1 with a fresh connection: (status, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -158,25 +158,8 @@ fn ready_turns_503_while_draining_and_other_paths_are_refused() {
 
     // A client that sends a lot and reads nothing keeps a reply waiting to
     // be written: the drain must wait for it, up to --shutdown-timeout.
-    let mut stalled = TcpStream::connect(server.tcp4()).unwrap();
-    stalled.set_nonblocking(true).unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    let mut written = 0;
-    let deadline = Instant::now() + PATIENCE;
-    // Until the socket is full both ways (bounded: the buffers are finite).
-    while Instant::now() < deadline {
-        match stalled.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-                if stalled.write(&chunk).is_err() {
-                    break;
-                }
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert!(written > 0);
+    let stalled = TcpStream::connect(server.tcp4()).unwrap();
+    assert!(fill_until_server_stalls(&stalled) > 0);
 
     server.signal(libc::SIGTERM);
     let deadline = Instant::now() + PATIENCE;

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{PATIENCE, Server};
+use common::{PATIENCE, Server, fill_until_server_stalls};
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
@@ -275,13 +275,9 @@ fn an_idle_connection_is_closed_after_its_held_bytes_are_sent() {
 #[test]
 fn a_second_signal_exits_at_once_during_the_drain() {
     let server = Server::start(&["--tcp"]);
-    let mut stream = connect(server.tcp4());
     // A reply the client never reads keeps the drain waiting.
-    let mut writer = stream.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let _ = writer.write_all(&vec![b'x'; 16 << 20]);
-    });
-    assert_eq!(read_n(&mut stream, 1), b"X");
+    let stream = connect(server.tcp4());
+    fill_until_server_stalls(&stream);
     server.signal(libc::SIGTERM);
     // Signals sent close together may be delivered as one; wait until the
     // first has been handled (the listener is closed, so connecting is

@@ -8,12 +8,13 @@
 //! connection holds stays bounded by one read's reply.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use socket2::SockRef;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,7 @@ pub(super) struct Acceptor {
 
 impl Acceptor {
     pub async fn run(self) {
+        set_nodelay_inherited(&self.listener);
         let mut backoff = MIN_ACCEPT_BACKOFF;
         let mut busy_log = Throttle::new(Duration::from_secs(1));
         let mut refusal_log = Throttle::new(Duration::from_secs(1));
@@ -126,6 +128,10 @@ impl Acceptor {
                 self.stats.clone(),
                 self.shutdown.clone(),
             );
+            let connection = Connection {
+                sole_descriptor: true,
+                ..connection
+            };
             self.tracker.spawn(async move {
                 connection.serve().await;
                 drop((slot, source_slot));
@@ -133,6 +139,19 @@ impl Acceptor {
         }
     }
 }
+
+/// Sets `TCP_NODELAY` on a listener. Linux copies it to every connection the
+/// listener accepts, which saves a `setsockopt(2)` per connection; elsewhere
+/// [`Connection::serve`] sets it on each connection.
+fn set_nodelay_inherited(listener: &TcpListener) {
+    if let Err(e) = SockRef::from(listener).set_tcp_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY on the listener");
+    }
+}
+
+/// Whether accepted connections already have `TCP_NODELAY` from their
+/// listener (see [`set_nodelay_inherited`]).
+const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
 
 /// Tells a refused client why in one line and lets the connection close.
 fn refuse(stream: &TcpStream, line: &[u8]) {
@@ -165,9 +184,18 @@ pub(super) async fn serve_connection(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
+    set_nodelay(&stream, peer);
     Connection::open(stream, peer, config, stats, shutdown)
         .serve()
         .await;
+}
+
+/// Small replies go out at once rather than waiting on Nagle's algorithm for
+/// the client's delayed ACK.
+fn set_nodelay(stream: &TcpStream, peer: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+    }
 }
 
 /// Newline bytes in `bytes`: the lines a read or write carried.
@@ -178,6 +206,10 @@ fn count_lines(bytes: &[u8]) -> u64 {
 /// One accepted connection.
 struct Connection {
     stream: TcpStream,
+    /// Whether `stream` is the only descriptor of the socket, so that
+    /// dropping it closes the connection. Not so in inetd mode, where stdout
+    /// and stderr may be the same socket.
+    sole_descriptor: bool,
     peer: SocketAddr,
     config: Arc<Config>,
     stats: Arc<Stats>,
@@ -227,6 +259,7 @@ impl Connection {
         Stats::add(&stats.tcp_open, 1);
         Connection {
             stream,
+            sole_descriptor: false,
             peer,
             config,
             stats,
@@ -235,12 +268,10 @@ impl Connection {
     }
 
     async fn serve(mut self) {
-        // Small replies go out at once rather than waiting on Nagle's
-        // algorithm for the client's delayed ACK.
-        if let Err(e) = self.stream.set_nodelay(true) {
-            tracing::debug!(peer = %self.peer, error = %e, "TCP_NODELAY");
-        }
         let peer = self.peer;
+        if !NODELAY_INHERITED {
+            set_nodelay(&self.stream, peer);
+        }
         match self.exchange().await {
             Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
             Ok(End::Shutdown) => tracing::trace!(%peer, "connection closed for shutdown"),
@@ -274,12 +305,17 @@ impl Connection {
         // rather than a new timer registered for every message.
         let idle = tokio::time::sleep(self.config.idle_timeout);
         tokio::pin!(idle);
+        // Registered with the shutdown token once per connection: a fresh
+        // `cancelled()` on every turn would lock the token's waiter list,
+        // shared by every connection, twice per message.
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         loop {
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + self.config.idle_timeout);
             let event = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => Event::Shutdown,
+                _ = &mut shutdown => Event::Shutdown,
                 ready = self.stream.readable() => { ready?; Event::Readable }
                 _ = tokio::time::sleep(self.config.count_pause), if replier.awaits_pause() => Event::Pause,
                 _ = &mut idle => Event::Idle,
@@ -318,7 +354,12 @@ impl Connection {
                 self.stats.tcp_reply_latency.record(turn.elapsed());
             }
             if let Some(end) = end {
-                self.stream.shutdown().await?;
+                // A client that closed its side gets the FIN from close(2) when
+                // the connection is dropped, if that closes the socket; the
+                // others are told at once.
+                if !(matches!(end, End::ClientDone) && self.sole_descriptor) {
+                    self.stream.shutdown().await?;
+                }
                 return Ok(end);
             }
         }
@@ -327,7 +368,7 @@ impl Connection {
     /// Reads what is there into the thread's buffer and appends the reply to
     /// `reply`.
     fn read_and_reply(&self, replier: &mut StreamReplier, reply: &mut Vec<u8>) -> io::Result<Read> {
-        READ_BUFFER.with_borrow_mut(|buf| match self.stream.try_read(buf) {
+        READ_BUFFER.with_borrow_mut(|buf| match self.read(buf) {
             Ok(0) => Ok(Read::Eof),
             Ok(n) => {
                 Stats::add(&self.stats.tcp_bytes_in, n as u64);
@@ -340,6 +381,28 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Spurious),
             Err(e) => Err(e),
         })
+    }
+
+    /// Reads once into `buf`. A read that leaves part of `buf` empty has
+    /// drained the socket, so it also clears the readiness tokio keeps for
+    /// it: the next turn then waits for epoll instead of spending a `read(2)`
+    /// on `EAGAIN` (tokio's own `AsyncRead` does the same; its `try_read`
+    /// does not). Data arriving meanwhile raises a new edge, so none is
+    /// missed.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut read = 0;
+        let result = self.stream.try_io(Interest::READABLE, || {
+            read = (&*SockRef::from(&self.stream)).read(buf)?;
+            if read > 0 && read < buf.len() {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(read)
+            }
+        });
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
+            result => result,
+        }
     }
 
     /// Writes all of `reply` and leaves it empty. Fails with `TimedOut` if
@@ -375,5 +438,22 @@ impl Connection {
             *reply = Vec::new();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        set_nodelay_inherited(&listener);
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        // Connection::serve sets it itself where this does not hold.
+        assert_eq!(accepted.nodelay().unwrap(), NODELAY_INHERITED);
     }
 }

@@ -218,6 +218,37 @@ impl Drop for Server {
 
 /// A port free a moment ago for TCP on 127.0.0.1 and ::1 and for UDP on
 /// 127.0.0.1, for tools that must be told a port rather than pick one.
+/// Writes to `stream` without reading until the server has stopped reading
+/// it: the server reads only while it can write its replies, so once the
+/// client's socket stays full for a while, the server is stuck writing a
+/// reply the client never reads. Bounded by [`PATIENCE`]; returns the bytes
+/// written. Leaves `stream` non-blocking.
+pub fn fill_until_server_stalls(stream: &std::net::TcpStream) -> usize {
+    stream.set_nonblocking(true).unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut written = 0;
+    let mut quiet_checks = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while quiet_checks < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the server never stopped reading"
+        );
+        match (&*stream).write(&chunk) {
+            Ok(n) => {
+                written += n;
+                quiet_checks = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                quiet_checks += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("writing to the server: {e}"),
+        }
+    }
+    written
+}
+
 pub fn free_port() -> u16 {
     loop {
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
