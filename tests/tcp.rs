@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, fill_until_server_stalls};
+use common::{PATIENCE, Server, counter, fill_until_server_stalls};
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
@@ -270,6 +270,67 @@ fn an_idle_connection_is_closed_after_its_held_bytes_are_sent() {
     assert_eq!(reply, b"IDLE \xe2");
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let server = Server::start(&["--tcp", "--write-timeout", "300ms"]);
+    let stalled = connect(server.tcp4());
+    fill_until_server_stalls(&stalled);
+    // Still never reading: the server gives up on the reply and closes with
+    // the client's bytes unread, which resets the connection, and the
+    // client's next write fails.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled client was never dropped"
+        );
+        match (&stalled).write(b"more") {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+                    "{e}"
+                );
+                break;
+            }
+        }
+    }
+    // Every other client is still served.
+    let mut other = connect(server.tcp4());
+    other.write_all(b"still here\n").unwrap();
+    assert_eq!(read_n(&mut other, 11), b"STILL HERE\n");
+    drop(other);
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(counter(&stderr, "tcp_write_stalled"), 1, "{stderr}");
+}
+
+#[test]
+fn an_idle_timeout_shorter_than_counts_pause_still_closes_and_answers() {
+    let server = Server::start(&[
+        "--tcp",
+        "--transform",
+        "count",
+        "--count-pause",
+        "1h",
+        "--idle-timeout",
+        "200ms",
+    ]);
+    let mut stream = connect(server.tcp4());
+    // count counts the letter s; the line is answered when the idle timeout
+    // closes the connection, long before the pause.
+    stream.write_all(b"sassy").unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"3\n");
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(counter(&stderr, "tcp_idle_closed"), 1, "{stderr}");
 }
 
 #[test]

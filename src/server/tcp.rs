@@ -8,19 +8,24 @@
 //! connection holds stays bounded by one read's reply.
 
 use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::io::{self, Read as _};
+use std::net::Shutdown;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::sources::SourceCounts;
+use super::sources::{SourceCounts, SourceSlot};
 use super::throttle::Throttle;
 use super::{Config, Stats};
 use crate::protocol::{LineTooLong, StreamReplier};
@@ -130,12 +135,13 @@ impl Acceptor {
             );
             let connection = Connection {
                 sole_descriptor: true,
+                _slots: Some((slot, source_slot)),
                 ..connection
             };
-            self.tracker.spawn(async move {
-                connection.serve().await;
-                drop((slot, source_slot));
-            });
+            // Spawned as it is, not inside an async block holding the slots:
+            // the block would keep a second copy of the connection in the
+            // task.
+            self.tracker.spawn(connection.serve());
         }
     }
 }
@@ -210,6 +216,9 @@ struct Connection {
     /// dropping it closes the connection. Not so in inetd mode, where stdout
     /// and stderr may be the same socket.
     sole_descriptor: bool,
+    /// The connection's places under `max_connections` and the per-source
+    /// cap, given back when the connection is dropped.
+    _slots: Option<(OwnedSemaphorePermit, Option<SourceSlot>)>,
     peer: SocketAddr,
     config: Arc<Config>,
     stats: Arc<Stats>,
@@ -260,6 +269,7 @@ impl Connection {
         Connection {
             stream,
             sole_descriptor: false,
+            _slots: None,
             peer,
             config,
             stats,
@@ -301,25 +311,42 @@ impl Connection {
         let mut replier =
             StreamReplier::new(self.config.transform, self.config.count_max_line_bytes);
         let mut reply = Vec::new();
-        // One idle timer per connection, pushed back on each turn of the loop,
-        // rather than a new timer registered for every message.
-        let idle = tokio::time::sleep(self.config.idle_timeout);
-        tokio::pin!(idle);
+        // The connection's one timer, re-armed on each turn for whichever
+        // deadline comes next: the idle timeout, `count`'s pause, or, while a
+        // write waits, the write timeout. One timer rather than one per
+        // deadline, and readiness polled rather than awaited through
+        // `readable()`, keep the connection's task small (see "Idle
+        // connections" in BENCHMARKS.md).
+        let timer = tokio::time::sleep(self.config.idle_timeout);
+        tokio::pin!(timer);
         // Registered with the shutdown token once per connection: a fresh
         // `cancelled()` on every turn would lock the token's waiter list,
         // shared by every connection, twice per message.
         let shutdown = self.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
         loop {
-            idle.as_mut()
-                .reset(tokio::time::Instant::now() + self.config.idle_timeout);
-            let event = tokio::select! {
-                biased;
-                _ = &mut shutdown => Event::Shutdown,
-                ready = self.stream.readable() => { ready?; Event::Readable }
-                _ = tokio::time::sleep(self.config.count_pause), if replier.awaits_pause() => Event::Pause,
-                _ = &mut idle => Event::Idle,
+            let pause =
+                replier.awaits_pause() && self.config.count_pause < self.config.idle_timeout;
+            let wait = if pause {
+                self.config.count_pause
+            } else {
+                self.config.idle_timeout
             };
+            timer.as_mut().reset(tokio::time::Instant::now() + wait);
+            let event = poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Event::Shutdown));
+                }
+                if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
+                    return Poll::Ready(ready.map(|()| Event::Readable));
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) if pause => Poll::Ready(Ok(Event::Pause)),
+                    Poll::Ready(()) => Poll::Ready(Ok(Event::Idle)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await?;
             let turn = Instant::now();
             let end = match event {
                 Event::Readable => match self.read_and_reply(&mut replier, &mut reply)? {
@@ -350,7 +377,7 @@ impl Connection {
                 }
             };
             if !reply.is_empty() {
-                self.write(&mut reply).await?;
+                self.write(&mut reply, timer.as_mut()).await?;
                 self.stats.tcp_reply_latency.record(turn.elapsed());
             }
             if let Some(end) = end {
@@ -358,7 +385,7 @@ impl Connection {
                 // the connection is dropped, if that closes the socket; the
                 // others are told at once.
                 if !(matches!(end, End::ClientDone) && self.sole_descriptor) {
-                    self.stream.shutdown().await?;
+                    SockRef::from(&self.stream).shutdown(Shutdown::Write)?;
                 }
                 return Ok(end);
             }
@@ -408,7 +435,7 @@ impl Connection {
     /// Writes all of `reply` and leaves it empty. Fails with `TimedOut` if
     /// the client reads nothing for the write timeout: per stall, as nginx's
     /// `send_timeout`, so a slow but steady reader is served.
-    async fn write(&mut self, reply: &mut Vec<u8>) -> io::Result<()> {
+    async fn write(&mut self, reply: &mut Vec<u8>, mut timer: Pin<&mut Sleep>) -> io::Result<()> {
         let mut sent = 0;
         let result = loop {
             if sent == reply.len() {
@@ -420,12 +447,18 @@ impl Connection {
                 Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout(self.config.write_timeout, self.stream.writable())
-                        .await
-                    {
-                        Err(_) => break Err(io::Error::from(io::ErrorKind::TimedOut)),
-                        Ok(Err(e)) => break Err(e),
-                        Ok(Ok(())) => {}
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.config.write_timeout);
+                    let writable = poll_fn(|cx| match self.stream.poll_write_ready(cx) {
+                        Poll::Ready(ready) => Poll::Ready(ready),
+                        Poll::Pending => match timer.as_mut().poll(cx) {
+                            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                            Poll::Pending => Poll::Pending,
+                        },
+                    });
+                    if let Err(e) = writable.await {
+                        break Err(e);
                     }
                 }
                 Err(e) => break Err(e),
