@@ -15,6 +15,12 @@ divided by the replies). Each pair gives a ratio A/B; the table shows the
 median, min and max ratio over the pairs. Rates depend on what else the
 machine does; CPU per reply is much steadier.
 
+The latency comparisons use sockperf's own client (`sockperf ping-pong`, one
+64-byte message in flight) against sockperf's own server and against
+`upcase server --transform sockperf` (echo in sockperf's protocol: a plain
+echo is ignored by sockperf's client), and compare the p50 and p99 it
+reports. They need the sockperf package and are skipped without it.
+
 --against compares this build with another upcase binary (say, one built
 from the previous commit) under every load instead of with the baselines:
 the way to tell whether a change made the server faster.
@@ -23,6 +29,7 @@ the way to tell whether a change made the server faster.
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -49,8 +56,20 @@ def textbook(script):
     return lambda port: ["python3", str(ROOT / "tests" / "peers" / script), str(port)]
 
 
+def upcase_sockperf(port):
+    return [*upcase_server(port), "--transform", "sockperf"]
+
+
+def sockperf_server(tcp):
+    return lambda port: ["sockperf", "server", "-i", "127.0.0.1", "-p", str(port),
+                         *(["--tcp"] if tcp else [])]
+
+
 SERVERS = {
     "upcase": upcase_server,
+    "upcase-sockperf": upcase_sockperf,
+    "sockperf-udp": sockperf_server(tcp=False),
+    "sockperf-tcp": sockperf_server(tcp=True),
     "recvmmsg-64": example("baseline_mmsg_udp"),
     "tokio": example("baseline_tokio"),
     "blocking-256k": example("baseline_blocking_tcp"),
@@ -91,6 +110,17 @@ COMPARISONS = [
 ]
 
 
+# name, sockperf client arguments, (A, B); targets on p50 and p99: A/B <= 1.1
+LATENCY = [
+    ("latency-udp", [], ("upcase-sockperf", "sockperf-udp")),
+    ("latency-tcp", ["--tcp"], ("upcase-sockperf", "sockperf-tcp")),
+]
+LATENCY_TARGET = 1.1
+
+# What each server prints once it is ready, if not its first line.
+READY_MARKERS = {"sockperf-udp": "to block on socket", "sockperf-tcp": "to block on socket"}
+
+
 def cpu_seconds(pid):
     """User + system CPU time of process `pid` (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -105,11 +135,62 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_ready(proc):
+def wait_ready(proc, marker=None):
     """Until the server's first line, which every server here prints once
-    all its sockets are bound."""
-    if not proc.stdout.readline():
-        sys.exit(f"server exited before it was ready: {proc.args}")
+    all its sockets are bound, or the line with `marker`."""
+    while line := proc.stdout.readline():
+        if marker is None or marker in line.decode(errors="replace"):
+            return
+    sys.exit(f"server exited before it was ready: {proc.args}")
+
+
+def latency_once(server, client_args, seconds):
+    """One sockperf ping-pong run: returns (p50, p99) in microseconds."""
+    port = free_port()
+    command = ["taskset", "-c", SERVER_CPU, *SERVERS[server](port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(proc, READY_MARKERS.get(server))
+        client = ["taskset", "-c", LOAD_CPU, "sockperf", "ping-pong", "-i", "127.0.0.1",
+                  "-p", str(port), "-m", "64", "-t", str(max(1, round(seconds))), *client_args]
+        out = subprocess.run(client, capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    text = out.stdout + out.stderr
+    if "dropped messages = 0;" not in text:
+        sys.exit(f"{server}: sockperf saw lost or no replies:\n{text}")
+    percentile = {}
+    for line in text.splitlines():
+        if "---> percentile" in line:
+            name, value = line.split("percentile", 1)[1].split("=")
+            percentile[name.strip()] = float(value)
+    return percentile["50.000"], percentile["99.000"]
+
+
+def run_latency(args, rows, runs):
+    if shutil.which("sockperf") is None:
+        print("# sockperf not installed: latency comparisons skipped", flush=True)
+        return
+    for name, client_args, (a, b) in LATENCY:
+        if args.only and name not in args.only:
+            continue
+        results = {a: [], b: []}
+        for _ in range(args.pairs):
+            for server in (a, b):
+                p50, p99 = latency_once(server, client_args, args.seconds)
+                results[server].append((p50, p99))
+                runs.append({"comparison": name, "server": server, "p50_us": p50, "p99_us": p99})
+                print(f"  {name:15} {server:16} p50 {p50:8.2f} us  p99 {p99:8.2f} us",
+                      file=sys.stderr, flush=True)
+        for i, metric in enumerate(("p50", "p99")):
+            ratios = [ra[i] / rb[i] for ra, rb in zip(results[a], results[b])]
+            med = statistics.median(ratios)
+            a_med = statistics.median(r[i] for r in results[a])
+            b_med = statistics.median(r[i] for r in results[b])
+            rows.append((name, f"{metric} {a}/{b}", fmt_ratio(ratios), f"<= {LATENCY_TARGET}",
+                         "yes" if med <= LATENCY_TARGET else "NO",
+                         f"{a_med:.2f} us vs {b_med:.2f} us"))
 
 
 def run_once(server, load, seconds):
@@ -192,6 +273,8 @@ def main():
                 rows.append((name, f"{metric} {a}/{b}", fmt_ratio(ratio[metric]),
                              f"{op} {bound}", "yes" if met else "NO",
                              f"{unit(a_med)} vs {unit(b_med)}"))
+    if not args.against:
+        run_latency(args, rows, runs)
     print()
     print("| load | ratio | median (min-max) | target | met | medians A vs B |")
     print("|---|---|---|---|---|---|")

@@ -7,7 +7,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`transform`] | the text transforms (upper, lower, echo, count): pure, no I/O |
+//! | [`transform`] | the text transforms (upper, lower, echo, count, sockperf): pure, no I/O |
 //! | [`protocol`] | what a message is on UDP and on TCP, and its reply: pure, no I/O |
 //! | [`server`] | [`server::Config`] (every limit), binding, the TCP and UDP serving loops |
 //! | [`client`] | connecting, sending a message, awaiting the reply that matches it |
@@ -15,6 +15,7 @@
 //! | [`stats`] | round-trip time statistics: min/avg/max/mdev, percentiles, jitter |
 //! | [`bench`] | the load generator: pacing, in-flight windows, reply checks, reports |
 //! | [`mmsg`] | many datagrams per system call (`recvmmsg`/`sendmmsg`) |
+//! | [`sockperf`] | the reply side of sockperf's ping-pong protocol (`--transform sockperf`) |
 //!
 //! The `upcase` binary adds command-line parsing (`src/main.rs`, `src/cli/`).
 
@@ -24,6 +25,7 @@ pub mod mmsg;
 pub mod ping;
 pub mod protocol;
 pub mod server;
+pub mod sockperf;
 pub mod stats;
 pub mod transform;
 

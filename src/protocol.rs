@@ -26,6 +26,7 @@
 //! closes, as Redis does with a too-long inline request. (Counting needs no
 //! buffer, but a client that never ends its line is broken or hostile.)
 
+use crate::sockperf;
 use crate::transform::{Case, Counter, Transform, map_case};
 
 /// The largest UDP payload over IPv4: 65,535 − 20 (IP header) − 8 (UDP header).
@@ -48,6 +49,7 @@ pub fn reply_to_datagram(transform: Transform, datagram: &[u8], out: &mut Vec<u8
             map_case(Case::Lower, datagram, true, out);
         }
         Transform::Echo => out.extend_from_slice(datagram),
+        Transform::Sockperf => sockperf::reply_to_datagram(datagram, out),
         Transform::Count(letter) => {
             let mut counter = Counter::new(letter);
             counter.feed(datagram);
@@ -87,6 +89,7 @@ enum State {
         pending_len: usize,
     },
     Echo,
+    Sockperf(sockperf::Frames),
     Count {
         counter: Counter,
         /// Bytes of the current line since the last reply (0: no line open),
@@ -116,6 +119,7 @@ impl StreamReplier {
             Transform::Upper => State::case(Case::Upper),
             Transform::Lower => State::case(Case::Lower),
             Transform::Echo => State::Echo,
+            Transform::Sockperf => State::Sockperf(sockperf::Frames::default()),
             Transform::Count(letter) => State::Count {
                 counter: Counter::new(letter),
                 line_bytes: 0,
@@ -164,6 +168,7 @@ impl StreamReplier {
                 *pending_len = rest.len();
             }
             State::Echo => out.extend_from_slice(data),
+            State::Sockperf(frames) => frames.on_data(data, out),
             State::Count {
                 counter,
                 line_bytes,
@@ -244,7 +249,7 @@ impl StreamReplier {
                 out.extend_from_slice(&pending[..*pending_len]);
                 *pending_len = 0;
             }
-            State::Echo => {}
+            State::Echo | State::Sockperf(_) => {}
             State::Count { .. } => self.on_pause(out),
         }
     }

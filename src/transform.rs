@@ -31,6 +31,9 @@ pub enum Transform {
     Echo,
     /// The number of times this character occurs in the message, in decimal.
     Count(char),
+    /// Echo in sockperf's ping-pong protocol, so that sockperf's client can
+    /// measure the server (see [`crate::sockperf`]).
+    Sockperf,
 }
 
 /// The character `count` counts when none is given: the textbook's exercise
@@ -40,8 +43,8 @@ pub const DEFAULT_COUNT_LETTER: char = 's';
 /// A `--transform` value that is not one of the known transforms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseTransformError {
-    /// Not `upper`, `lower`, `echo` or `count[:LETTER]`.
-    #[error("unknown transform '{0}' (expected upper, lower, echo or count[:LETTER])")]
+    /// Not `upper`, `lower`, `echo`, `count[:LETTER]` or `sockperf`.
+    #[error("unknown transform '{0}' (expected upper, lower, echo, count[:LETTER] or sockperf)")]
     Unknown(String),
     /// `count:` followed by something other than exactly one character.
     #[error("count takes exactly one character to count, as in count:s (got '{0}')")]
@@ -59,6 +62,7 @@ impl FromStr for Transform {
             "upper" => return Ok(Transform::Upper),
             "lower" => return Ok(Transform::Lower),
             "echo" => return Ok(Transform::Echo),
+            "sockperf" => return Ok(Transform::Sockperf),
             "count" => return Ok(Transform::Count(DEFAULT_COUNT_LETTER)),
             _ => {}
         }
@@ -80,6 +84,7 @@ impl fmt::Display for Transform {
             Transform::Upper => f.write_str("upper"),
             Transform::Lower => f.write_str("lower"),
             Transform::Echo => f.write_str("echo"),
+            Transform::Sockperf => f.write_str("sockperf"),
             Transform::Count(c) => write!(f, "count:{c}"),
         }
     }
@@ -279,6 +284,7 @@ mod tests {
             ("upper", Transform::Upper),
             ("lower", Transform::Lower),
             ("echo", Transform::Echo),
+            ("sockperf", Transform::Sockperf),
             ("count", Transform::Count('s')),
             ("count:e", Transform::Count('e')),
             ("count:ß", Transform::Count('ß')),

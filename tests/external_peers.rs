@@ -1,7 +1,7 @@
-//! Clients nobody on the team wrote: OpenBSD netcat and socat.
+//! Clients nobody on the team wrote: OpenBSD netcat, socat and sockperf.
 //!
-//! Ignored by default because they need Debian's `netcat-openbsd` and
-//! `socat`; `.ci/run` installs both and runs these with `--ignored`.
+//! Ignored by default because they need Debian's `netcat-openbsd`, `socat`
+//! and `sockperf`; `.ci/run` installs them and runs these with `--ignored`.
 
 mod common;
 
@@ -67,4 +67,53 @@ fn socat_udp_and_count() {
     );
     assert_success(&out);
     assert_eq!(out.stdout, b"6");
+}
+
+/// Runs sockperf's ping-pong client for a second against `--transform
+/// sockperf` and checks that every message it sent was answered.
+fn sockperf_ping_pong(extra: &[&str]) {
+    let server = Server::start(&["--transform", "sockperf"]);
+    let port = server.port().to_string();
+    let mut args = vec![
+        "ping-pong",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-m",
+        "64",
+        "-t",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let out = tool("sockperf", &args).output().unwrap();
+    assert_success(&out);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // The counts over the measured time; the whole run's also count the
+    // one message in flight when the timer ends.
+    let valid = text
+        .lines()
+        .find(|l| l.contains("[Valid Duration]"))
+        .unwrap_or_else(|| panic!("no [Valid Duration] line in {text}"));
+    let field = |name: &str| -> u64 {
+        let rest = valid.split(&format!("{name}=")).nth(1).unwrap();
+        rest.split(';').next().unwrap().parse().unwrap()
+    };
+    let sent = field("SentMessages");
+    assert!(sent > 0, "{text}");
+    assert_eq!(field("ReceivedMessages"), sent, "{text}");
+    assert!(text.contains("# dropped messages = 0;"), "{text}");
+}
+
+#[test]
+#[ignore = "needs sockperf; run by .ci/run"]
+fn sockperf_ping_pong_over_udp() {
+    sockperf_ping_pong(&[]);
+}
+
+#[test]
+#[ignore = "needs sockperf; run by .ci/run"]
+fn sockperf_ping_pong_over_tcp() {
+    sockperf_ping_pong(&["--tcp"]);
 }

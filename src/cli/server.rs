@@ -30,7 +30,7 @@ pub struct Args {
     /// Serve TCP only
     #[arg(long)]
     tcp: bool,
-    /// What to do to each message: upper, lower, echo, or count[:LETTER] (default letter: s)
+    /// What to do to each message: upper, lower, echo, count[:LETTER] (default letter: s), or sockperf (echo as sockperf's server does, for its ping-pong client)
     #[arg(long, default_value_t = Transform::Upper)]
     transform: Transform,
     /// Worker threads [default: the number of available cores]
