@@ -1,6 +1,6 @@
 //! The TCP framing state machine fed arbitrary bytes in arbitrary pieces,
-//! with pauses and an end of stream: never a panic; case transforms give
-//! the same bytes however the stream is cut; `count` gives the same replies
+//! with pauses and an end of stream: never a panic; case transforms and
+//! sockperf's echo give the same bytes however the stream is cut; `count` gives the same replies
 //! however it is cut when there are no pauses, and never errs on a line
 //! within its limit.
 #![no_main]
@@ -48,10 +48,11 @@ fn feed(
 }
 
 fuzz_target!(|input: Input<'_>| {
-    let transform = match input.which % 4 {
+    let transform = match input.which % 5 {
         0 => Transform::Upper,
         1 => Transform::Lower,
         2 => Transform::Echo,
+        3 => Transform::Sockperf,
         _ => Transform::Count(input.letter),
     };
     let max_line = usize::from(input.max_line) + 1;
@@ -70,6 +71,14 @@ fuzz_target!(|input: Input<'_>| {
             assert!(!too_long);
         }
         Transform::Echo => assert_eq!(out, input.data),
+        // Echo with one bit per message header cleared, wherever the
+        // stream is cut.
+        Transform::Sockperf => {
+            assert_eq!(out, whole);
+            assert_eq!(out.len(), input.data.len());
+            assert!(out.iter().zip(input.data).all(|(o, i)| o & !1 == i & !1));
+            assert!(!too_long);
+        }
         Transform::Count(_) => {
             let longest = input
                 .data

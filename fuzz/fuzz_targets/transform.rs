@@ -37,6 +37,7 @@ fuzz_target!(|input: (u16, char, &[u8])| {
         Transform::Lower,
         Transform::Echo,
         Transform::Count(letter),
+        Transform::Sockperf,
     ] {
         let mut reply = Vec::new();
         reply_to_datagram(transform, data, &mut reply);
