@@ -27,6 +27,7 @@ the way to tell whether a change made the server faster.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -144,19 +145,27 @@ def wait_ready(proc, marker=None):
     sys.exit(f"server exited before it was ready: {proc.args}")
 
 
-def latency_once(server, client_args, seconds):
-    """One sockperf ping-pong run: returns (p50, p99) in microseconds."""
+@contextlib.contextmanager
+def serving(server):
+    """Starts `server` pinned to the server CPU on a free port, waits until it
+    is ready, and yields (process, port); kills it afterwards."""
     port = free_port()
     command = ["taskset", "-c", SERVER_CPU, *SERVERS[server](port)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         wait_ready(proc, READY_MARKERS.get(server))
-        client = ["taskset", "-c", LOAD_CPU, "sockperf", "ping-pong", "-i", "127.0.0.1",
-                  "-p", str(port), "-m", "64", "-t", str(max(1, round(seconds))), *client_args]
-        out = subprocess.run(client, capture_output=True, text=True, timeout=seconds + 60)
+        yield proc, port
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def latency_once(server, client_args, seconds):
+    """One sockperf ping-pong run: returns (p50, p99) in microseconds."""
+    with serving(server) as (_, port):
+        client = ["taskset", "-c", LOAD_CPU, "sockperf", "ping-pong", "-i", "127.0.0.1",
+                  "-p", str(port), "-m", "64", "-t", str(max(1, round(seconds))), *client_args]
+        out = subprocess.run(client, capture_output=True, text=True, timeout=seconds + 60)
     text = out.stdout + out.stderr
     if "dropped messages = 0;" not in text:
         sys.exit(f"{server}: sockperf saw lost or no replies:\n{text}")
@@ -195,11 +204,7 @@ def run_latency(args, rows, runs):
 
 def run_once(server, load, seconds):
     """One run: returns (replies per second, server CPU seconds per reply)."""
-    port = free_port()
-    command = ["taskset", "-c", SERVER_CPU, *SERVERS[server](port)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(proc)
+    with serving(server) as (proc, port):
         bench = ["taskset", "-c", LOAD_CPU, str(UPCASE), "-q", "bench", "127.0.0.1",
                  "--port", str(port), *load.split(), "-d", f"{seconds}s", "--threads", "1",
                  "--timeout", "2s", "--json"]
@@ -207,9 +212,6 @@ def run_once(server, load, seconds):
         out = subprocess.run(bench, capture_output=True, text=True, timeout=seconds + 60)
         after = cpu_seconds(proc.pid)
         report = json.loads(out.stdout)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     counts = report["counts"]
     if counts["mismatched"] or counts["unexpected"]:
         sys.exit(f"{server}: wrong replies under {load}: {counts}")

@@ -73,7 +73,8 @@ impl Frames {
                 self.offset += skip;
                 i += skip;
             }
-            if self.offset == HEADER_BYTES.max(self.length) && self.offset >= HEADER_BYTES {
+            if self.offset >= HEADER_BYTES && self.offset == self.length {
+                // The message's last byte: the next one starts a header.
                 self.offset = 0;
                 self.length = 0;
             }

@@ -128,16 +128,15 @@ impl Acceptor {
             };
             let connection = Connection::open(
                 stream,
+                Origin::Accepted {
+                    _slot: slot,
+                    _source_slot: source_slot,
+                },
                 peer,
                 self.config.clone(),
                 self.stats.clone(),
                 self.shutdown.clone(),
             );
-            let connection = Connection {
-                sole_descriptor: true,
-                _slots: Some((slot, source_slot)),
-                ..connection
-            };
             // Spawned as it is, not inside an async block holding the slots:
             // the block would keep a second copy of the connection in the
             // task.
@@ -190,18 +189,9 @@ pub(super) async fn serve_connection(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
-    set_nodelay(&stream, peer);
-    Connection::open(stream, peer, config, stats, shutdown)
+    Connection::open(stream, Origin::Inherited, peer, config, stats, shutdown)
         .serve()
         .await;
-}
-
-/// Small replies go out at once rather than waiting on Nagle's algorithm for
-/// the client's delayed ACK.
-fn set_nodelay(stream: &TcpStream, peer: SocketAddr) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "TCP_NODELAY");
-    }
 }
 
 /// Newline bytes in `bytes`: the lines a read or write carried.
@@ -212,17 +202,25 @@ fn count_lines(bytes: &[u8]) -> u64 {
 /// One accepted connection.
 struct Connection {
     stream: TcpStream,
-    /// Whether `stream` is the only descriptor of the socket, so that
-    /// dropping it closes the connection. Not so in inetd mode, where stdout
-    /// and stderr may be the same socket.
-    sole_descriptor: bool,
-    /// The connection's places under `max_connections` and the per-source
-    /// cap, given back when the connection is dropped.
-    _slots: Option<(OwnedSemaphorePermit, Option<SourceSlot>)>,
+    origin: Origin,
     peer: SocketAddr,
     config: Arc<Config>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
+}
+
+/// Where a connection came from.
+enum Origin {
+    /// From an [`Acceptor`]: `stream` is the socket's only descriptor, so
+    /// dropping it closes the connection, and it holds its places under
+    /// `max_connections` and the per-source cap until then.
+    Accepted {
+        _slot: OwnedSemaphorePermit,
+        _source_slot: Option<SourceSlot>,
+    },
+    /// Handed over in inetd mode, where stdout and stderr may be the same
+    /// socket.
+    Inherited,
 }
 
 /// Why a connection's read loop woke up.
@@ -259,6 +257,7 @@ impl Connection {
     /// counts it closed.
     fn open(
         stream: TcpStream,
+        origin: Origin,
         peer: SocketAddr,
         config: Arc<Config>,
         stats: Arc<Stats>,
@@ -268,8 +267,7 @@ impl Connection {
         Stats::add(&stats.tcp_open, 1);
         Connection {
             stream,
-            sole_descriptor: false,
-            _slots: None,
+            origin,
             peer,
             config,
             stats,
@@ -279,8 +277,13 @@ impl Connection {
 
     async fn serve(mut self) {
         let peer = self.peer;
-        if !NODELAY_INHERITED {
-            set_nodelay(&self.stream, peer);
+        let accepted = matches!(self.origin, Origin::Accepted { .. });
+        // Small replies go out at once rather than waiting on Nagle's
+        // algorithm for the client's delayed ACK.
+        if !(accepted && NODELAY_INHERITED)
+            && let Err(e) = self.stream.set_nodelay(true)
+        {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY");
         }
         match self.exchange().await {
             Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
@@ -384,7 +387,8 @@ impl Connection {
                 // A client that closed its side gets the FIN from close(2) when
                 // the connection is dropped, if that closes the socket; the
                 // others are told at once.
-                if !(matches!(end, End::ClientDone) && self.sole_descriptor) {
+                let sole_descriptor = matches!(self.origin, Origin::Accepted { .. });
+                if !(matches!(end, End::ClientDone) && sole_descriptor) {
                     SockRef::from(&self.stream).shutdown(Shutdown::Write)?;
                 }
                 return Ok(end);
