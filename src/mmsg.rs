@@ -1,19 +1,86 @@
 //! Many datagrams per system call: `recvmmsg(2)` and `sendmmsg(2)` on a
-//! non-blocking UDP socket (Linux). [`RecvBatch`] records each datagram's
-//! source; [`SendBatch`] sends on a connected socket, [`AddressedBatch`] to
-//! an address per datagram (a server's replies).
+//! non-blocking UDP socket (Linux), with UDP segmentation offload where the
+//! kernel has it. [`RecvBatch`] records each datagram's source;
+//! [`SendBatch`] sends on a connected socket, [`AddressedBatch`] to an
+//! address per datagram (a server's replies).
+//!
+//! **Offload.** With [`enable_gro`], the kernel may hand over a run of
+//! equal-sized datagrams of one flow as one buffer and a segment size (UDP
+//! GRO); [`RecvBatch::datagrams`] splits it back, so callers always see
+//! datagrams. A send batch may likewise join a run of equal-sized datagrams
+//! to one destination into one segmented send (UDP GSO, `UDP_SEGMENT`): the
+//! kernel cuts it into the same datagrams on the wire, for one trip through
+//! the stack instead of one per datagram. Where the kernel or the path
+//! refuses a segmented send, those datagrams go one by one and the batch
+//! stops joining datagrams of that size.
 //!
 //! Hand-written over `libc` because no well-kept crate fits: socket2 0.6 has
-//! no mmsg calls yet (rust-lang/socket2#583), and nix's `recvmmsg` ties its
+//! no mmsg calls yet (rust-lang/socket2#583); nix's `recvmmsg` ties its
 //! headers to the buffers' borrow for each call, so a loop that reuses its
-//! buffers would build a vector of slices per batch. Here the headers, the
-//! iovecs and one flat buffer are allocated once and re-pointed on each call.
+//! buffers would build a vector of slices per batch; and quinn-udp, which
+//! does GSO and GRO, sends one destination per system call (it dropped
+//! `sendmmsg`), while a server answers many peers per batch. Here the
+//! headers, the iovecs, the control buffers and one flat buffer are
+//! allocated once and re-pointed on each call.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use socket2::{SockAddr, SockAddrStorage};
+
+/// Most datagrams one segmented send may carry (the kernel's
+/// `UDP_MAX_SEGMENTS`, 64 before Linux 6.9 and 128 since).
+const MAX_SEGMENTS: usize = 64;
+
+/// Most payload bytes one segmented send may carry: what fits in one IPv4
+/// packet's length field, the smaller of the two families.
+const MAX_SEGMENTED_BYTES: usize = crate::protocol::MAX_DATAGRAM_BYTES_V4;
+
+/// Room for one control message with an `int` (the largest we send or
+/// read), 8-byte aligned as `cmsghdr` needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 32]);
+
+/// Asks the kernel to coalesce runs of one flow's datagrams (UDP GRO, Linux
+/// 5.0 and later). [`RecvBatch`] splits them again.
+pub fn enable_gro(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd and a pointer to an int of the length given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether the kernel takes segmented sends (UDP GSO, Linux 4.18 and later)
+/// on this socket.
+pub fn supports_segmentation(fd: BorrowedFd<'_>) -> bool {
+    let mut size: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid fd, and pointers to an int and its length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&raw mut size).cast(),
+            &raw mut len,
+        )
+    };
+    r == 0
+}
 
 /// Buffers for receiving up to `count` datagrams in one call.
 pub struct RecvBatch {
@@ -22,6 +89,7 @@ pub struct RecvBatch {
     iov: Vec<libc::iovec>,
     hdr: Vec<libc::mmsghdr>,
     names: Vec<libc::sockaddr_storage>,
+    control: Vec<Control>,
     received: usize,
 }
 
@@ -46,6 +114,7 @@ impl RecvBatch {
             iov: vec![unsafe { std::mem::zeroed() }; count],
             hdr: vec![unsafe { std::mem::zeroed() }; count],
             names: vec![unsafe { std::mem::zeroed() }; count],
+            control: vec![Control([0; 32]); count],
             received: 0,
         }
     }
@@ -55,7 +124,7 @@ impl RecvBatch {
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         let base = self.buf.as_mut_ptr();
         let slots = self.iov.iter_mut().zip(&mut self.hdr).zip(&mut self.names);
-        for (i, ((iov, hdr), name)) in slots.enumerate() {
+        for (i, (((iov, hdr), name), control)) in slots.zip(&mut self.control).enumerate() {
             // SAFETY: i * slot + slot <= buf.len() by construction.
             iov.iov_base = unsafe { base.add(i * self.slot) }.cast();
             iov.iov_len = self.slot;
@@ -65,12 +134,14 @@ impl RecvBatch {
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = control.0.len();
             hdr.msg_len = 0;
         }
         // SAFETY: `hdr` holds `hdr.len()` initialized headers whose iovecs
         // point at distinct `slot`-byte regions of `buf` and whose names
-        // point at distinct entries of `names`, all alive for the call; no
-        // control buffers are asked for.
+        // point at distinct entries of `names`, and whose control buffers
+        // at distinct entries of `control`, all alive for the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
@@ -84,16 +155,21 @@ impl RecvBatch {
         Ok(self.received)
     }
 
-    /// Datagram `i` of the last call, and whether it was cut short because
-    /// it was longer than a slot.
-    pub fn get(&self, i: usize) -> (&[u8], bool) {
-        assert!(i < self.received, "datagram {i} of {}", self.received);
+    /// The datagrams of message `i` of the last call: one, or a coalesced
+    /// run (with [`enable_gro`]). Each comes with whether it was cut short
+    /// because the message was longer than a slot (only the last can be).
+    pub fn datagrams(&self, i: usize) -> Datagrams<'_> {
+        assert!(i < self.received, "message {i} of {}", self.received);
+        let hdr = &self.hdr[i].msg_hdr;
         let len = self.hdr[i].msg_len as usize;
-        let truncated = self.hdr[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        (&self.buf[i * self.slot..][..len.min(self.slot)], truncated)
+        Datagrams {
+            rest: Some(&self.buf[i * self.slot..][..len.min(self.slot)]),
+            segment: segment_size(hdr).unwrap_or(usize::MAX),
+            truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+        }
     }
 
-    /// Where datagram `i` of the last call came from (`None` if the kernel
+    /// Where message `i` of the last call came from (`None` if the kernel
     /// gave no IP address, which a UDP socket never does).
     pub fn source(&self, i: usize) -> Option<SocketAddr> {
         assert!(i < self.received, "datagram {i} of {}", self.received);
@@ -110,6 +186,98 @@ impl RecvBatch {
     }
 }
 
+/// Where datagram `i`'s payload starts in an [`AddressedBatch`]'s buffer.
+fn start(entries: &[(usize, SockAddr)], i: usize) -> usize {
+    i.checked_sub(1).map_or(0, |i| entries[i].0)
+}
+
+/// The segment size the kernel reported for a coalesced message (UDP GRO).
+fn segment_size(hdr: &libc::msghdr) -> Option<usize> {
+    if hdr.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: `msg_control` and `msg_controllen` describe the control
+    // buffer the kernel filled in; the CMSG_* walk stays inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(size).ok().filter(|&s| s > 0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+/// The datagrams of one received message: see [`RecvBatch::datagrams`].
+pub struct Datagrams<'a> {
+    rest: Option<&'a [u8]>,
+    segment: usize,
+    truncated: bool,
+}
+
+impl<'a> Iterator for Datagrams<'a> {
+    type Item = (&'a [u8], bool);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        if rest.len() > self.segment {
+            let (datagram, rest) = rest.split_at(self.segment);
+            self.rest = Some(rest);
+            Some((datagram, false))
+        } else {
+            self.rest = None;
+            Some((rest, self.truncated))
+        }
+    }
+}
+
+/// Which runs of equal-sized datagrams a send batch joins into one
+/// segmented send.
+#[derive(Clone, Copy, Debug)]
+struct Segmenting {
+    /// Datagrams of at least this many bytes go alone (0: all do).
+    below: usize,
+}
+
+impl Segmenting {
+    fn new(on: bool) -> Segmenting {
+        Segmenting {
+            below: if on { usize::MAX } else { 0 },
+        }
+    }
+
+    /// How many datagrams of `size` bytes, out of `available` in a run, to
+    /// send as one.
+    fn run(&self, size: usize, available: usize) -> usize {
+        if size == 0 || size >= self.below {
+            return 1;
+        }
+        available
+            .min(MAX_SEGMENTS)
+            .min(MAX_SEGMENTED_BYTES / size)
+            .max(1)
+    }
+
+    /// Takes in that a segmented send of `size`-byte datagrams failed with
+    /// `e`. Returns whether the failure was the segmenting's, so that the
+    /// datagrams should go again one by one.
+    fn refused(&mut self, size: usize, e: &io::Error) -> bool {
+        match e.raw_os_error() {
+            // Segments larger than the path's MTU, or a socket setting that
+            // rules segmenting out: stop joining datagrams this large.
+            Some(libc::EINVAL) => self.below = self.below.min(size),
+            // No segmenting on this path (IPsec, ...) or kernel.
+            Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP) => self.below = 0,
+            _ => return false,
+        }
+        tracing::debug!(size, error = %e, "segmented UDP send refused; sending one by one");
+        true
+    }
+}
+
 /// Datagrams to send, each to its own address, up to `count` per call:
 /// a server's replies to a [`RecvBatch`]. The payloads are laid end to end
 /// in one buffer that is reused, so a steady load allocates nothing.
@@ -119,16 +287,23 @@ pub struct AddressedBatch {
     entries: Vec<(usize, SockAddr)>,
     /// Datagrams before this one are sent (or given up on).
     next: usize,
+    /// The sends of the current call: each a run of datagrams (their first
+    /// entry, how many) sent as one.
+    runs: Vec<(usize, usize)>,
+    segmenting: Segmenting,
     headers: SendHeaders,
 }
 
 impl AddressedBatch {
-    /// Room for `count` datagrams per call.
-    pub fn new(count: usize) -> AddressedBatch {
+    /// Room for `count` sends per call; with `segment`, each may be a run of
+    /// equal-sized datagrams to one address, sent as one.
+    pub fn new(count: usize, segment: bool) -> AddressedBatch {
         AddressedBatch {
             buf: Vec::new(),
             entries: Vec::with_capacity(count),
             next: 0,
+            runs: Vec::with_capacity(count),
+            segmenting: Segmenting::new(segment),
             headers: SendHeaders::new(count),
         }
     }
@@ -154,14 +329,14 @@ impl AddressedBatch {
 
     /// Payload bytes not yet sent.
     pub fn pending_bytes(&self) -> usize {
-        let sent = self.next.checked_sub(1).map_or(0, |i| self.entries[i].0);
+        let sent = start(&self.entries, self.next);
         self.buf.len() - sent
     }
 
     /// The next datagram to send: its payload and destination.
     pub fn peek(&self) -> Option<(&[u8], SocketAddr)> {
         let (end, to) = self.entries.get(self.next)?;
-        let start = self.next.checked_sub(1).map_or(0, |i| self.entries[i].0);
+        let start = start(&self.entries, self.next);
         Some((&self.buf[start..*end], to.as_socket()?))
     }
 
@@ -170,42 +345,96 @@ impl AddressedBatch {
         self.next = (self.next + 1).min(self.entries.len());
     }
 
-    /// Sends pending datagrams, up to the batch's size, without blocking.
-    /// Returns how many were sent, and they are no longer pending. An error
-    /// concerns the first pending datagram (`WouldBlock`: none could be
-    /// sent; otherwise [`skip`](Self::skip) it, or retry).
+    /// Sends pending datagrams, up to the batch's size in sends, without
+    /// blocking. Returns how many datagrams were sent, and they are no
+    /// longer pending. An error concerns the first pending datagram
+    /// (`WouldBlock`: none could be sent; otherwise [`skip`](Self::skip) it,
+    /// or retry).
     pub fn send(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let mut start = self.next.checked_sub(1).map_or(0, |i| self.entries[i].0);
-        let datagrams = self.entries[self.next..].iter().map(|(end, to)| {
-            let datagram = (&self.buf[start..*end], Some(to));
-            start = *end;
-            datagram
-        });
-        let n = self.headers.send(fd, datagrams)?;
-        self.next += n;
-        Ok(n)
+        loop {
+            self.plan_runs();
+            let (entries, buf) = (&self.entries, &self.buf);
+            let runs = self.runs.iter().map(|&(first, count)| {
+                let start = start(entries, first);
+                let end = entries[first + count - 1].0;
+                let segment = if count > 1 { (end - start) / count } else { 0 };
+                (&buf[start..end], Some(&entries[first].1), segment)
+            });
+            match self.headers.send(fd, runs) {
+                Ok(n) => {
+                    let sent: usize = self.runs[..n].iter().map(|&(_, count)| count).sum();
+                    self.next += sent;
+                    return Ok(sent);
+                }
+                Err(e) => {
+                    let (first, count) = self.runs[0];
+                    let size = self.entries[first].0 - start(&self.entries, first);
+                    if count == 1 || !self.segmenting.refused(size, &e) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Splits the pending datagrams, up to a batch of sends, into runs of
+    /// equal-sized datagrams to one address that may go as one.
+    fn plan_runs(&mut self) {
+        self.runs.clear();
+        let mut first = self.next;
+        while first < self.entries.len() && self.runs.len() < self.runs.capacity() {
+            let (end, to) = &self.entries[first];
+            let size = end - start(&self.entries, first);
+            let alike = self.entries[first + 1..]
+                .iter()
+                .scan(*end, |prev, (end, next_to)| {
+                    let same = end - *prev == size && next_to == to;
+                    *prev = *end;
+                    same.then_some(())
+                })
+                .count();
+            let count = self.segmenting.run(size, 1 + alike);
+            self.runs.push((first, count));
+            first += count;
+        }
     }
 }
 
-/// Headers for sending up to `count` datagrams in one call on a connected
-/// socket.
-pub struct SendBatch(SendHeaders);
+/// Headers for sending up to `count` datagrams (or runs of them) in one
+/// call on a connected socket.
+pub struct SendBatch {
+    headers: SendHeaders,
+    segmenting: Segmenting,
+}
 
 impl SendBatch {
-    /// Room for `count` datagrams per call.
-    pub fn new(count: usize) -> SendBatch {
-        SendBatch(SendHeaders::new(count))
+    /// Room for `count` sends per call; with `segment`, each may be a run of
+    /// datagrams sent as one.
+    pub fn new(count: usize, segment: bool) -> SendBatch {
+        SendBatch {
+            headers: SendHeaders::new(count),
+            segmenting: Segmenting::new(segment),
+        }
     }
 
     /// Sends the datagrams laid end to end in `buf`, `size` bytes each, up
-    /// to the batch's size, without blocking. Returns how many were sent (the
-    /// first ones); `WouldBlock` if none could be.
+    /// to the batch's size in sends, without blocking. Returns how many
+    /// datagrams were sent (the first ones); `WouldBlock` if none could be.
     pub fn send(&mut self, fd: BorrowedFd<'_>, buf: &[u8], size: usize) -> io::Result<usize> {
         assert!(
             size > 0 && buf.len().is_multiple_of(size),
             "whole datagrams only"
         );
-        self.0.send(fd, buf.chunks_exact(size).map(|d| (d, None)))
+        loop {
+            let run = self.segmenting.run(size, buf.len() / size);
+            let segment = if run > 1 { size } else { 0 };
+            let sends = buf.chunks(run * size).map(|d| (d, None, segment));
+            match self.headers.send(fd, sends) {
+                Ok(n) => return Ok((n * run).min(buf.len() / size)),
+                Err(e) if run > 1 && self.segmenting.refused(size, &e) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -214,6 +443,7 @@ impl SendBatch {
 struct SendHeaders {
     iov: Vec<libc::iovec>,
     hdr: Vec<libc::mmsghdr>,
+    control: Vec<Control>,
 }
 
 // SAFETY: as for `RecvBatch`: the pointers are rewritten before each call.
@@ -225,19 +455,26 @@ impl SendHeaders {
             // SAFETY: all-zero is a valid iovec and mmsghdr.
             iov: vec![unsafe { std::mem::zeroed() }; count],
             hdr: vec![unsafe { std::mem::zeroed() }; count],
+            control: vec![Control([0; 32]); count],
         }
     }
 
-    /// Sends up to a batch of `datagrams`, each a payload and, on an
-    /// unconnected socket, a destination, without blocking. Returns how many
-    /// were sent (the first ones).
+    /// Sends up to a batch of `sends`, each a payload, on an unconnected
+    /// socket a destination, and a segment size (0: one datagram; else the
+    /// payload is a run of datagrams this long), without blocking. Returns
+    /// how many sends went (the first ones).
     fn send<'a>(
         &mut self,
         fd: BorrowedFd<'_>,
-        datagrams: impl Iterator<Item = (&'a [u8], Option<&'a SockAddr>)>,
+        sends: impl Iterator<Item = (&'a [u8], Option<&'a SockAddr>, usize)>,
     ) -> io::Result<usize> {
         let mut count = 0;
-        for ((iov, hdr), (data, to)) in self.iov.iter_mut().zip(&mut self.hdr).zip(datagrams) {
+        let headers = self
+            .iov
+            .iter_mut()
+            .zip(&mut self.hdr)
+            .zip(&mut self.control);
+        for (((iov, hdr), control), (data, to, segment)) in headers.zip(sends) {
             iov.iov_base = data.as_ptr().cast_mut().cast();
             iov.iov_len = data.len();
             // SAFETY: all-zero is a valid msghdr.
@@ -248,11 +485,14 @@ impl SendHeaders {
                 hdr.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
                 hdr.msg_hdr.msg_namelen = to.len();
             }
+            if segment > 0 {
+                set_segment(hdr, control, segment);
+            }
             count += 1;
         }
         // SAFETY: the first `count` headers point at payloads and addresses
-        // borrowed for `'a`, which outlives the call; the kernel only reads
-        // them.
+        // borrowed for `'a`, which outlives the call, and at their own
+        // control buffers; the kernel only reads them.
         let n = unsafe {
             libc::sendmmsg(
                 fd.as_raw_fd(),
@@ -265,9 +505,28 @@ impl SendHeaders {
     }
 }
 
+/// Points `hdr` at `control`, holding a `UDP_SEGMENT` message: the payload
+/// is cut into datagrams of `segment` bytes.
+fn set_segment(hdr: &mut libc::mmsghdr, control: &mut Control, segment: usize) {
+    let segment = u16::try_from(segment).expect("segments fit in a datagram");
+    hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE of a u16 (24 bytes) fits the 32-byte, 8-aligned
+    // control buffer, so CMSG_FIRSTHDR is non-null and the writes through
+    // it and CMSG_DATA stay inside the buffer.
+    unsafe {
+        hdr.msg_hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+        let c = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::DATAGRAM_BUFFER_BYTES;
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
 
@@ -282,7 +541,7 @@ mod tests {
         let err = recv.recv(b.as_fd()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
 
-        let mut send = SendBatch::new(4);
+        let mut send = SendBatch::new(4, false);
         let sent = send.send(a.as_fd(), b"one  two  three", 5).unwrap();
         assert_eq!(sent, 3);
         // A datagram longer than a slot is reported cut, never silently.
@@ -298,10 +557,7 @@ mod tests {
                 }
                 Err(e) => panic!("{e}"),
             };
-            got.extend((0..n).map(|i| {
-                let (d, cut) = recv.get(i);
-                (d.to_vec(), cut)
-            }));
+            got.extend((0..n).flat_map(|i| recv.datagrams(i).map(|(d, cut)| (d.to_vec(), cut))));
         }
         let want: Vec<(Vec<u8>, bool)> = vec![
             (b"one  ".to_vec(), false),
@@ -324,13 +580,13 @@ mod tests {
         }
         let mut recv = RecvBatch::new(8, 64);
         let mut got = 0;
-        let mut replies = AddressedBatch::new(2);
+        let mut replies = AddressedBatch::new(2, false);
         while got < 3 {
             match recv.recv(server.as_fd()) {
                 Ok(n) => {
                     for i in 0..n {
                         let from = recv.source(i).unwrap();
-                        let (data, _) = recv.get(i);
+                        let (data, _) = recv.datagrams(i).next().unwrap();
                         replies.push(from, |buf| buf.extend(data.to_ascii_uppercase()));
                         // One reply too large for any datagram, to skip.
                         if got + i == 1 {
@@ -376,7 +632,201 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         a.connect(b.local_addr().unwrap()).unwrap();
-        let mut send = SendBatch::new(2);
+        let mut send = SendBatch::new(2, false);
         assert_eq!(send.send(a.as_fd(), b"abc", 1).unwrap(), 2);
+    }
+
+    /// Numbered datagrams of `size` bytes, end to end.
+    fn numbered(count: usize, size: usize) -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| format!("{i:0size$}").into_bytes())
+            .collect()
+    }
+
+    /// Sends all of `buf` through `send`, as `size`-byte datagrams.
+    fn send_all(send: &mut SendBatch, fd: BorrowedFd<'_>, buf: &[u8], size: usize) {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let n = send.send(fd, rest, size).unwrap();
+            assert!(n > 0);
+            rest = &rest[n * size..];
+        }
+    }
+
+    /// Receives datagrams one by one (no offload) until `count` came.
+    fn recv_plain(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        (0..count)
+            .map(|_| {
+                let n = socket.recv(&mut buf).unwrap();
+                buf[..n].to_vec()
+            })
+            .collect()
+    }
+
+    /// Receives through `recv` until `count` datagrams came; also returns
+    /// how many messages carried them.
+    fn recv_batched(
+        recv: &mut RecvBatch,
+        socket: &UdpSocket,
+        count: usize,
+    ) -> (Vec<Vec<u8>>, usize) {
+        let (mut got, mut messages) = (Vec::new(), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} came",
+                got.len()
+            );
+            match recv.recv(socket.as_fd()) {
+                Ok(n) => {
+                    messages += n;
+                    for i in 0..n {
+                        for (d, cut) in recv.datagrams(i) {
+                            assert!(!cut);
+                            got.push(d.to_vec());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        (got, messages)
+    }
+
+    fn connected_pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.connect(b.local_addr().unwrap()).unwrap();
+        b.connect(a.local_addr().unwrap()).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn segmented_sends_arrive_as_the_same_datagrams() {
+        let (a, b) = connected_pair();
+        assert!(supports_segmentation(a.as_fd()));
+        let sent = numbered(100, 10);
+        let mut send = SendBatch::new(4, true);
+        send_all(&mut send, a.as_fd(), &sent, 10);
+        // A receiver without offload sees each datagram on its own.
+        let got = recv_plain(&b, 100);
+        assert_eq!(got, sent.chunks(10).map(<[u8]>::to_vec).collect::<Vec<_>>());
+        assert_eq!(send.segmenting.below, usize::MAX, "nothing was refused");
+    }
+
+    #[test]
+    fn coalesced_datagrams_are_split_back() {
+        let (a, b) = connected_pair();
+        enable_gro(b.as_fd()).unwrap();
+        let sent = numbered(100, 10);
+        let mut send = SendBatch::new(4, true);
+        send_all(&mut send, a.as_fd(), &sent, 10);
+        // A run with a shorter last datagram, as other senders may send.
+        let mut headers = SendHeaders::new(1);
+        let n = headers
+            .send(a.as_fd(), std::iter::once((&b"aaaabbbbcc"[..], None, 4)))
+            .unwrap();
+        assert_eq!(n, 1);
+
+        let mut recv = RecvBatch::new(8, DATAGRAM_BUFFER_BYTES);
+        let (got, messages) = recv_batched(&mut recv, &b, 103);
+        let mut want: Vec<Vec<u8>> = sent.chunks(10).map(<[u8]>::to_vec).collect();
+        want.extend([b"aaaa".to_vec(), b"bbbb".to_vec(), b"cc".to_vec()]);
+        assert_eq!(got, want);
+        // Unsegmented, the 100 numbered datagrams would take 100 messages.
+        assert!(messages < 100, "103 datagrams came in {messages} messages");
+    }
+
+    #[test]
+    fn replies_join_runs_of_one_size_to_one_address() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c0 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c1 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (to0, to1) = (c0.local_addr().unwrap(), c1.local_addr().unwrap());
+        let mut replies = AddressedBatch::new(8, true);
+        let pushes: [(SocketAddr, &[u8]); 9] = [
+            (to0, b"aa"),
+            (to0, b"ab"),
+            (to0, b"ac"),
+            (to1, b"ba"),
+            (to1, b"bb"),
+            (to0, b"ccc"),
+            (to0, b"cdd"),
+            (to0, b"e"),
+            (to0, b""),
+        ];
+        for (to, data) in pushes {
+            replies.push(to, |buf| buf.extend_from_slice(data));
+        }
+        replies.plan_runs();
+        assert_eq!(replies.runs, [(0, 3), (3, 2), (5, 2), (7, 1), (8, 1)]);
+        assert_eq!(replies.send(server.as_fd()).unwrap(), 9);
+        assert_eq!(replies.pending(), 0);
+        let want0: Vec<Vec<u8>> = ["aa", "ab", "ac", "ccc", "cdd", "e", ""]
+            .map(|s| s.as_bytes().to_vec())
+            .into();
+        assert_eq!(recv_plain(&c0, 7), want0);
+        assert_eq!(recv_plain(&c1, 2), [b"ba".to_vec(), b"bb".to_vec()]);
+    }
+
+    #[test]
+    fn a_refused_segmented_send_goes_one_by_one() {
+        // Linux refuses segmented sends (EINVAL) on a socket that sends
+        // without UDP checksums.
+        let (a, b) = connected_pair();
+        no_checksums(&a);
+        let sent = numbered(20, 10);
+        let mut send = SendBatch::new(4, true);
+        send_all(&mut send, a.as_fd(), &sent, 10);
+        assert_eq!(
+            recv_plain(&b, 20),
+            sent.chunks(10).map(<[u8]>::to_vec).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            send.segmenting.below, 10,
+            "datagrams of 10 bytes go alone now"
+        );
+
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        no_checksums(&server);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut replies = AddressedBatch::new(4, true);
+        for i in 0..5 {
+            replies.push(client.local_addr().unwrap(), |buf| {
+                buf.extend(format!("r{i}").bytes())
+            });
+        }
+        let mut sent = 0;
+        while replies.pending() > 0 {
+            sent += replies.send(server.as_fd()).unwrap();
+        }
+        assert_eq!(sent, 5);
+        assert_eq!(replies.segmenting.below, 2);
+        let want: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
+        assert_eq!(recv_plain(&client, 5), want);
+    }
+
+    /// Turns off UDP checksums on `socket` (`SO_NO_CHECK`).
+    fn no_checksums(socket: &UdpSocket) {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid fd and a pointer to an int of the length given.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
     }
 }

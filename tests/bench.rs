@@ -27,6 +27,8 @@ fn every_transform_of_upcase_server_checks_out_on_every_transport() {
         for (transport, addr) in [
             ("--udp --pipeline 8", server.udp4()),
             ("--udp --pipeline 8", server.udp6()),
+            ("--udp --gso --pipeline 64", server.udp4()),
+            ("--udp --gso --pipeline 64", server.udp6()),
             ("--tcp --pipeline 8", server.tcp4()),
             ("--tcp --pipeline 8", server.tcp6()),
             ("--tcp --mode oneshot", server.tcp4()),
@@ -55,10 +57,14 @@ fn a_wrong_expectation_counts_every_reply_wrong_and_fails() {
 #[test]
 fn the_textbook_servers_check_out() {
     let (_udp, port) = start_textbook_server("textbook_udp_server.py");
-    let (ok, report) = bench(&format!(
-        "127.0.0.1 --port {port} --udp -n 300 --timeout 10s"
-    ));
-    assert_all_right(ok, &report, 300);
+    // With --gso the kernel cuts each batch into the same datagrams for a
+    // server that knows nothing of offload.
+    for offload in ["", "--gso"] {
+        let (ok, report) = bench(&format!(
+            "127.0.0.1 --port {port} --udp {offload} -n 300 --pipeline 16 --timeout 10s"
+        ));
+        assert_all_right(ok, &report, 300);
+    }
 
     // The textbook TCPServer answers one sentence per connection, one
     // connection at a time, with a backlog of 1: oneshot, one at a time.
@@ -71,29 +77,32 @@ fn the_textbook_servers_check_out() {
 
 #[test]
 fn drops_corruptions_and_duplicates_are_counted_exactly() {
-    let (_server, port, _) = start_python_server(
-        "faulty_server.py",
-        &[
-            "udp",
-            "--drop-every",
-            "5",
-            "--corrupt-every",
-            "7",
-            "--duplicate-every",
-            "11",
-        ],
-    );
-    let (ok, report) = bench(&format!(
-        "127.0.0.1 --port {port} --udp -n 100 --pipeline 8 --timeout 300ms"
-    ));
-    assert!(!ok, "corrupted replies are a failure");
-    let c = counts(&report);
-    // Of 100: 20 dropped (multiples of 5); corrupted: multiples of 7 but
-    // not 5 (14 - 2); duplicated: multiples of 11 but not 5 (9 - 1).
-    assert_eq!(c["lost"], 20, "{report}");
-    assert_eq!(c["received"], 80, "{report}");
-    assert_eq!(c["mismatched"], 12, "{report}");
-    assert_eq!(c["unexpected"], 8, "{report}");
+    // The server counts requests from 1, so one per load.
+    for offload in ["", "--gso"] {
+        let (_server, port, _) = start_python_server(
+            "faulty_server.py",
+            &[
+                "udp",
+                "--drop-every",
+                "5",
+                "--corrupt-every",
+                "7",
+                "--duplicate-every",
+                "11",
+            ],
+        );
+        let (ok, report) = bench(&format!(
+            "127.0.0.1 --port {port} --udp {offload} -n 100 --pipeline 8 --timeout 300ms"
+        ));
+        assert!(!ok, "corrupted replies are a failure");
+        let c = counts(&report);
+        // Of 100: 20 dropped (multiples of 5); corrupted: multiples of 7 but
+        // not 5 (14 - 2); duplicated: multiples of 11 but not 5 (9 - 1).
+        assert_eq!(c["lost"], 20, "{offload}: {report}");
+        assert_eq!(c["received"], 80, "{offload}: {report}");
+        assert_eq!(c["mismatched"], 12, "{offload}: {report}");
+        assert_eq!(c["unexpected"], 8, "{offload}: {report}");
+    }
 }
 
 #[test]
@@ -207,6 +216,7 @@ fn bad_options_are_one_clear_line() {
             "--pipeline must be 1",
         ),
         (&["127.0.0.1"][..], "--udp"),
+        (&["127.0.0.1", "--tcp", "--gso"][..], "--udp"),
         (
             &["127.0.0.1", "--udp", "--rate=0"][..],
             "--rate must be a positive number",

@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 
 use common::{PATIENCE, Server};
 
@@ -102,6 +103,37 @@ fn replies_go_to_each_sender() {
     assert_eq!(&buf[..n], b"FROM B");
     let n = a.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"FROM A");
+}
+
+#[test]
+fn a_segmented_run_of_requests_gets_each_its_own_reply() {
+    // A client sending with UDP GSO: 40 four-byte requests in one send. The
+    // server takes them coalesced (GRO); each still gets its own reply,
+    // in order, and replies of a changed length ("ﬀ" is 3 bytes, "FF" 2)
+    // are never merged into a neighbour's.
+    let server = Server::start(&["--udp"]);
+    let socket = socket_for(server.udp4());
+    let requests: Vec<String> = (0..40)
+        .map(|i| match i % 3 {
+            0 => format!("ﬀ{}", i % 10),
+            _ => format!("a{i:03}"),
+        })
+        .collect();
+    let run: Vec<u8> = requests.iter().flat_map(|r| r.bytes()).collect();
+    let mut send = upcase::mmsg::SendBatch::new(1, true);
+    assert_eq!(send.send(socket.as_fd(), &run, 4).unwrap(), 40);
+    let mut buf = [0; 64];
+    for request in &requests {
+        let n = socket.recv(&mut buf).expect("a reply datagram");
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            request.to_uppercase()
+        );
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("udp_datagrams_in=40 "), "{stderr}");
+    assert!(stderr.contains("udp_datagrams_out=40 "), "{stderr}");
 }
 
 #[test]

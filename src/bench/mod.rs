@@ -86,6 +86,9 @@ pub struct Config {
     pub timeout: Duration,
     /// OS threads.
     pub threads: usize,
+    /// UDP: send each batch of requests as one segmented send (GSO) and
+    /// take replies coalesced (GRO), where the kernel has them.
+    pub offload: bool,
 }
 
 impl Config {
@@ -101,6 +104,9 @@ impl Config {
             && !(rate.is_finite() && rate > 0.0)
         {
             return Err(format!("--rate must be a positive number, not {rate}"));
+        }
+        if self.offload && self.transport != Transport::Udp {
+            return Err("--gso is for UDP (--udp)".into());
         }
         if self.transport == Transport::Udp {
             let max = match self.target {
@@ -376,6 +382,7 @@ mod tests {
             expect: Expect::Upper,
             timeout: Duration::from_secs(1),
             threads: 1,
+            offload: false,
         }
     }
 

@@ -32,11 +32,17 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
         return tally;
     }
     let size = run.payloads.size();
-    // A right reply has the request's length; a bigger slot shows a longer
-    // (wrong) reply as wrong rather than cut.
-    let slot = (size * 3 + 64).min(crate::protocol::DATAGRAM_BUFFER_BYTES);
+    let offload = run.config.offload && offload(&socket);
+    let slot = if offload {
+        // A coalesced run of replies may fill the largest datagram.
+        crate::protocol::DATAGRAM_BUFFER_BYTES
+    } else {
+        // A right reply has the request's length; a bigger slot shows a
+        // longer (wrong) reply as wrong rather than cut.
+        (size * 3 + 64).min(crate::protocol::DATAGRAM_BUFFER_BYTES)
+    };
     let mut recv = RecvBatch::new(BATCH, slot);
-    let mut send = SendBatch::new(BATCH);
+    let mut send = SendBatch::new(BATCH, offload);
     let mut out = Vec::with_capacity(BATCH * size);
     let mut pacer = run.pacer(index);
     let mut window = InFlight::starting_at(1);
@@ -95,10 +101,11 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
             };
             let now = Instant::now();
             for i in 0..n {
-                let (reply, cut) = recv.get(i);
-                settle(&run.payloads, &mut window, &mut tally, reply, cut, now);
+                for (reply, cut) in recv.datagrams(i) {
+                    settle(&run.payloads, &mut window, &mut tally, reply, cut, now);
+                    received += 1;
+                }
             }
-            received += n as u64;
             if n < BATCH {
                 break;
             }
@@ -106,6 +113,22 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
         run.counted(due.sent, received);
     }
     tally
+}
+
+/// Turns on UDP offload for `socket`: replies may come coalesced (GRO), and
+/// requests go as segmented sends (GSO). Returns whether the kernel has
+/// both; without, the run goes on with plain batches.
+fn offload(socket: &UdpSocket) -> bool {
+    let fd = socket.as_fd();
+    if let Err(e) = crate::mmsg::enable_gro(fd) {
+        tracing::warn!(error = %e, "no UDP receive offload here: sending plain batches");
+        return false;
+    }
+    if !crate::mmsg::supports_segmentation(fd) {
+        tracing::warn!("no UDP segmentation offload here: sending plain batches");
+        return false;
+    }
+    true
 }
 
 /// Matches one reply to its request and counts it.

@@ -29,6 +29,11 @@ pub struct Args {
     /// Load over UDP: one datagram per request
     #[arg(long)]
     udp: bool,
+    /// UDP only: send each batch of requests as one segmented send (UDP
+    /// GSO) and take replies coalesced (GRO): the same datagrams on the
+    /// wire, for far less of the load generator's CPU
+    #[arg(long, requires = "udp")]
+    gso: bool,
     /// Load over TCP (see --mode)
     #[arg(long)]
     tcp: bool,
@@ -127,6 +132,7 @@ struct JsonReport<'a> {
     timeout_s: f64,
     expect: String,
     threads: usize,
+    gso: bool,
     interrupted: bool,
     #[serde(flatten)]
     results: &'a Results,
@@ -168,6 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         expect: args.expect.into(),
         timeout: args.timeout,
         threads: args.threads,
+        offload: args.gso,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let earlier = args
@@ -207,6 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             timeout_s: c.timeout.as_secs_f64(),
             expect: format!("{:?}", args.expect).to_lowercase(),
             threads: c.threads,
+            gso: c.offload,
             interrupted,
             results: &results,
         };

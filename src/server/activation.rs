@@ -60,6 +60,7 @@ pub fn inherited() -> Result<Option<Listeners>, ActivationError> {
             }
             Type::DGRAM if is_ip => {
                 socket.set_nonblocking(true).map_err(unusable)?;
+                super::udp::prepare(&socket);
                 listeners.udp.push(socket.into());
             }
             _ => return Err(ActivationError::Unsupported { fd }),

@@ -197,8 +197,9 @@ fn open(proto: Proto, addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    if proto == Proto::Tcp {
-        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    match proto {
+        Proto::Tcp => socket.listen(backlog.min(i32::MAX as u32) as i32)?,
+        Proto::Udp => super::udp::prepare(&socket),
     }
     Ok(socket)
 }

@@ -22,7 +22,7 @@ use super::guard::{self, Refusal};
 use super::ratelimit::SourceLimiter;
 use super::throttle::Throttle;
 use super::{Config, Stats};
-use crate::mmsg::{AddressedBatch, RecvBatch};
+use crate::mmsg::{self, AddressedBatch, RecvBatch};
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, reply_to_datagram};
 
 /// Simulated loss on one socket (see [`Config::drop_rate`]).
@@ -48,6 +48,16 @@ impl Loss {
 /// Datagrams received (and replies sent) per system call.
 const BATCH: usize = 64;
 
+/// Readies a UDP socket to be served: runs of one peer's datagrams may then
+/// come coalesced (GRO, where the kernel has it), which [`serve`] splits.
+/// Done before the server says it is ready, so that no datagram waits in
+/// the queue uncoalesced.
+pub(super) fn prepare(socket: &impl AsFd) {
+    if let Err(e) = mmsg::enable_gro(socket.as_fd()) {
+        tracing::debug!(error = %e, "no UDP receive offload");
+    }
+}
+
 /// Serves `socket` until `shutdown` is cancelled. Datagrams already
 /// received are always answered before the task checks for shutdown.
 /// `drop_seed` seeds this socket's [`Config::drop_rate`] simulation.
@@ -72,9 +82,13 @@ pub(super) async fn serve(
     let mut refusal_log = Throttle::new(Duration::from_secs(1));
     let mut recv_log = Throttle::new(Duration::from_secs(1));
     let mut send_log = Throttle::new(Duration::from_secs(1));
-    // Slots of the largest datagram, so nothing is ever cut short.
+    // Runs of equal-sized replies to one peer go as one segmented send
+    // (GSO) where the kernel has it; the datagrams on the wire are the same.
+    let segment = mmsg::supports_segmentation(socket.as_fd());
+    // Slots of the largest datagram (and of the largest coalesced run), so
+    // nothing is ever cut short.
     let mut requests = RecvBatch::new(BATCH, DATAGRAM_BUFFER_BYTES);
-    let mut replies = AddressedBatch::new(BATCH);
+    let mut replies = AddressedBatch::new(BATCH, segment);
     loop {
         let ready = tokio::select! {
             biased;
@@ -97,12 +111,17 @@ pub(super) async fn serve(
         };
         let received_at = Instant::now();
         replies.clear();
+        let mut datagrams_in = 0;
         let mut bytes_in = 0;
         for i in 0..count {
-            let (request, _) = requests.get(i);
-            bytes_in += request.len() as u64;
+            // One datagram, or a coalesced run of one peer's (UDP GRO).
+            let datagrams = requests.datagrams(i);
             let Some(peer) = requests.source(i) else {
-                Stats::add(&stats.udp_refused_source, 1);
+                for (request, _) in datagrams {
+                    datagrams_in += 1;
+                    bytes_in += request.len() as u64;
+                    Stats::add(&stats.udp_refused_source, 1);
+                }
                 continue;
             };
             let refusal = if config.access.permits(peer.ip()) {
@@ -110,36 +129,40 @@ pub(super) async fn serve(
             } else {
                 Some(Refusal::Denied)
             };
-            if let Some(refusal) = refusal {
-                let counter = match refusal {
-                    Refusal::Denied => &stats.udp_refused_denied,
-                    _ => &stats.udp_refused_source,
-                };
-                Stats::add(counter, 1);
-                if let Some(suppressed) = refusal_log.allow(received_at) {
-                    tracing::warn!(%peer, reason = refusal.name(), suppressed, "UDP datagram not answered");
+            for (request, _) in datagrams {
+                datagrams_in += 1;
+                bytes_in += request.len() as u64;
+                if let Some(refusal) = refusal {
+                    let counter = match refusal {
+                        Refusal::Denied => &stats.udp_refused_denied,
+                        _ => &stats.udp_refused_source,
+                    };
+                    Stats::add(counter, 1);
+                    if let Some(suppressed) = refusal_log.allow(received_at) {
+                        tracing::warn!(%peer, reason = refusal.name(), suppressed, "UDP datagram not answered");
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if config.udp_rate_limit > 0
-                && config.limits_source(peer.ip())
-                && !limiter.allow(peer.ip(), received_at)
-            {
-                Stats::add(&stats.udp_rate_limited, 1);
-                if let Some(suppressed) = refusal_log.allow(received_at) {
-                    tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
+                if config.udp_rate_limit > 0
+                    && config.limits_source(peer.ip())
+                    && !limiter.allow(peer.ip(), received_at)
+                {
+                    Stats::add(&stats.udp_rate_limited, 1);
+                    if let Some(suppressed) = refusal_log.allow(received_at) {
+                        tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
+                    }
+                    continue;
                 }
-                continue;
+                if loss.drop_next() {
+                    Stats::add(&stats.udp_dropped_simulated, 1);
+                    continue;
+                }
+                replies.push(peer, |out| {
+                    reply_to_datagram(config.transform, request, out)
+                });
             }
-            if loss.drop_next() {
-                Stats::add(&stats.udp_dropped_simulated, 1);
-                continue;
-            }
-            replies.push(peer, |out| {
-                reply_to_datagram(config.transform, request, out)
-            });
         }
-        Stats::add(&stats.udp_datagrams_in, count as u64);
+        Stats::add(&stats.udp_datagrams_in, datagrams_in);
         Stats::add(&stats.udp_bytes_in, bytes_in);
         send_all(&socket, &mut replies, &stats, &mut send_log, received_at).await;
     }
