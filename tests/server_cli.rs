@@ -40,7 +40,7 @@ fn a_port_in_use_is_one_clear_error() {
 
 #[test]
 fn bad_options_are_rejected_with_the_reason() {
-    let table: [(&[&str], &str); 4] = [
+    let table: [(&[&str], &str); 5] = [
         (&["--transform", "shout"], "unknown transform 'shout'"),
         (
             &["--transform", "count:ab"],
@@ -51,6 +51,10 @@ fn bad_options_are_rejected_with_the_reason() {
             "is not an IP address or IP:PORT",
         ),
         (&["--idle-timeout", "soon"], "invalid value 'soon'"),
+        (
+            &["--reuseport", "--tcp"],
+            "'--reuseport' cannot be used with '--tcp'",
+        ),
     ];
     for (args, reason) in table {
         let mut command = upcase();

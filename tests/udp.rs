@@ -136,6 +136,49 @@ fn a_segmented_run_of_requests_gets_each_its_own_reply() {
     assert!(stderr.contains("udp_datagrams_out=40 "), "{stderr}");
 }
 
+/// How many UDP sockets are bound to `port` on this host (IPv4 or IPv6).
+fn udp_sockets_on(port: u16, ipv6: bool) -> usize {
+    let table = std::fs::read_to_string(if ipv6 {
+        "/proc/net/udp6"
+    } else {
+        "/proc/net/udp"
+    })
+    .unwrap();
+    let suffix = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| line.split_whitespace().nth(1).unwrap().ends_with(&suffix))
+        .count()
+}
+
+#[test]
+fn reuseport_serves_one_socket_per_thread_and_every_client() {
+    let server = Server::start(&["--udp", "--reuseport", "--threads", "3"]);
+    let (v4, v6) = (server.udp4(), server.udp6());
+    assert_eq!(udp_sockets_on(v4.port(), false), 3);
+    assert_eq!(udp_sockets_on(v6.port(), true), 3);
+    // Clients from many ports, which the kernel spreads over the sockets.
+    let clients: Vec<UdpSocket> = (0..16)
+        .map(|i| socket_for(if i % 2 == 0 { v4 } else { v6 }))
+        .collect();
+    for (i, client) in clients.iter().enumerate() {
+        for j in 0..10 {
+            client.send(format!("c{i} m{j}").as_bytes()).unwrap();
+        }
+    }
+    let mut buf = [0; 64];
+    for (i, client) in clients.iter().enumerate() {
+        for j in 0..10 {
+            let n = client.recv(&mut buf).expect("a reply datagram");
+            assert_eq!(&buf[..n], format!("C{i} M{j}").as_bytes());
+        }
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("udp_datagrams_in=160 "), "{stderr}");
+}
+
 #[test]
 fn sigterm_exits_zero_with_counts() {
     let server = Server::start(&["--udp"]);

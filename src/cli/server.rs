@@ -84,6 +84,9 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics, plus /healthz and /ready; a bare PORT means 127.0.0.1:PORT
     #[arg(long, value_name = "ADDR")]
     metrics: Option<MetricsAddr>,
+    /// UDP: one socket per worker thread on each address, sharing the port with SO_REUSEPORT, so UDP uses every core (the kernel keeps each client on one socket). Opt-in: the port is checked free at start, but while the server runs another process of the same user asking for SO_REUSEPORT could join and take a share of the datagrams
+    #[arg(long, conflicts_with_all = ["tcp", "inetd"])]
+    reuseport: bool,
     /// Serve the one peer on stdin/stdout (inetd, systemd Accept=yes) instead of listening
     #[arg(long, conflicts_with_all = ["listen", "port", "metrics"])]
     inetd: bool,
@@ -184,13 +187,14 @@ impl Args {
             shutdown_timeout: self.shutdown_timeout.into(),
             drop_rate: self.drop_rate,
             drop_seed: self.seed,
+            udp_sockets: 1,
         }
     }
 }
 
 /// Runs the server until a signal stops it.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.config();
+    let mut config = args.config();
     anyhow::ensure!(
         config.max_connections > 0,
         "--max-connections must be at least 1"
@@ -213,6 +217,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if args.reuseport {
+        config.udp_sockets = threads;
+    }
     if args.inetd {
         return runtime.block_on(serve_inetd(config));
     }
@@ -223,6 +230,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 udp = listeners.udp.len(),
                 "using the sockets the service manager passed (--listen and --port ignored)"
             );
+            if args.reuseport {
+                tracing::warn!("--reuseport ignored: serving the sockets passed as they are");
+            }
             listeners
         }
         None => server::bind(&config)?,

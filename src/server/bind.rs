@@ -29,6 +29,8 @@ impl Listeners {
         for s in &self.udp {
             addrs.push(("udp", s.local_addr()?));
         }
+        // Sockets sharing a port with SO_REUSEPORT listen at one address.
+        addrs.dedup();
         Ok(addrs)
     }
 }
@@ -77,10 +79,14 @@ pub fn bind(config: &Config) -> Result<Listeners, BindError> {
     if wanted.is_empty() {
         return Err(BindError::Nothing);
     }
+    let options = Options {
+        backlog: config.listen_backlog,
+        udp_sockets: config.udp_sockets.max(1),
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match bind_all(&wanted, config.listen_backlog, open) {
+        match bind_all(&wanted, options, open) {
             Err(BindError::Socket { source, .. })
                 if source.kind() == io::ErrorKind::AddrInUse
                     && attempt < SHARED_PORT_ATTEMPTS
@@ -105,13 +111,32 @@ impl Proto {
     }
 }
 
+/// How the sockets are opened.
+#[derive(Clone, Copy, Debug)]
+struct Options {
+    /// `listen(2)`'s backlog, for TCP.
+    backlog: u32,
+    /// UDP sockets per address; more than one share it with `SO_REUSEPORT`.
+    udp_sockets: usize,
+}
+
+/// How [`open`] opens one socket.
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    backlog: u32,
+    reuse_port: bool,
+}
+
 /// Opens each wanted socket with `open` (a parameter so tests can make it
 /// fail the way a system without IPv6 does).
-fn bind_all(
+fn bind_all<F>(
     wanted: &[(Proto, SocketAddr)],
-    backlog: u32,
-    open: impl Fn(Proto, SocketAddr, u32) -> io::Result<Socket>,
-) -> Result<Listeners, BindError> {
+    options: Options,
+    open: F,
+) -> Result<Listeners, BindError>
+where
+    F: Fn(Proto, SocketAddr, Open) -> io::Result<Socket>,
+{
     let mut listeners = Listeners::default();
     let mut shared_port = None;
     let mut skipped = Vec::new();
@@ -122,8 +147,17 @@ fn bind_all(
         {
             addr.set_port(port);
         }
-        let socket = match open(proto, addr, backlog) {
-            Ok(socket) => socket,
+        let opened = if proto == Proto::Udp && options.udp_sockets > 1 {
+            open_group(addr, options, &open)
+        } else {
+            let plain = Open {
+                backlog: options.backlog,
+                reuse_port: false,
+            };
+            open(proto, addr, plain).map(|socket| vec![socket])
+        };
+        let sockets = match opened {
+            Ok(sockets) => sockets,
             Err(source) if is_ipv6_unavailable(addr, &source) => {
                 skipped.push((proto, addr, source));
                 continue;
@@ -136,23 +170,19 @@ fn bind_all(
                 });
             }
         };
-        let local = socket
-            .local_addr()
-            .and_then(|a| {
-                a.as_socket()
-                    .ok_or_else(|| io::Error::other("not an IP socket"))
-            })
-            .map_err(|source| BindError::Socket {
-                proto: proto.name(),
-                addr,
-                source,
-            })?;
+        let local = local_addr(&sockets[0]).map_err(|source| BindError::Socket {
+            proto: proto.name(),
+            addr,
+            source,
+        })?;
         if asked.port() == 0 && shared_port.is_none() {
             shared_port = Some(local.port());
         }
-        match proto {
-            Proto::Tcp => listeners.tcp.push(socket.into()),
-            Proto::Udp => listeners.udp.push(socket.into()),
+        for socket in sockets {
+            match proto {
+                Proto::Tcp => listeners.tcp.push(socket.into()),
+                Proto::Udp => listeners.udp.push(socket.into()),
+            }
         }
     }
     if listeners.tcp.is_empty() && listeners.udp.is_empty() {
@@ -169,6 +199,38 @@ fn bind_all(
     Ok(listeners)
 }
 
+/// `options.udp_sockets` UDP sockets sharing `addr` with `SO_REUSEPORT`, so
+/// the kernel spreads the clients over them (each client's datagrams to one
+/// socket, by a hash of its address).
+///
+/// A plain socket is bound first, and closed, to check that the port is
+/// free: `SO_REUSEPORT` alone would let these sockets join a group another
+/// process of the same user holds on the port, and silently take a share of
+/// its traffic. (Between the check and the bind, another process could
+/// still take the port; then the bind fails, as without `SO_REUSEPORT`.)
+fn open_group<F>(addr: SocketAddr, options: Options, open: &F) -> io::Result<Vec<Socket>>
+where
+    F: Fn(Proto, SocketAddr, Open) -> io::Result<Socket>,
+{
+    let mut how = Open {
+        backlog: options.backlog,
+        reuse_port: false,
+    };
+    let port = local_addr(&open(Proto::Udp, addr, how)?)?.port();
+    let addr = SocketAddr::new(addr.ip(), port);
+    how.reuse_port = true;
+    (0..options.udp_sockets)
+        .map(|_| open(Proto::Udp, addr, how))
+        .collect()
+}
+
+fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    socket.local_addr().and_then(|a| {
+        a.as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    })
+}
+
 /// True for the errors binding `[::]` gives where IPv6 is disabled.
 fn is_ipv6_unavailable(addr: SocketAddr, e: &io::Error) -> bool {
     addr.is_ipv6()
@@ -179,7 +241,7 @@ fn is_ipv6_unavailable(addr: SocketAddr, e: &io::Error) -> bool {
         )
 }
 
-fn open(proto: Proto, addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
+fn open(proto: Proto, addr: SocketAddr, how: Open) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
     let socket = match proto {
         Proto::Tcp => Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?,
@@ -195,10 +257,13 @@ fn open(proto: Proto, addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
         // SO_REUSEPORT: a second server on the same port must fail to start.
         socket.set_reuse_address(true)?;
     }
+    if how.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     match proto {
-        Proto::Tcp => socket.listen(backlog.min(i32::MAX as u32) as i32)?,
+        Proto::Tcp => socket.listen(how.backlog.min(i32::MAX as u32) as i32)?,
         Proto::Udp => super::udp::prepare(&socket),
     }
     Ok(socket)
@@ -208,12 +273,17 @@ fn open(proto: Proto, addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
 mod tests {
     use super::*;
 
-    fn no_ipv6(proto: Proto, addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
+    fn no_ipv6(proto: Proto, addr: SocketAddr, how: Open) -> io::Result<Socket> {
         if addr.is_ipv6() {
             return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
         }
-        open(proto, addr, backlog)
+        open(proto, addr, how)
     }
+
+    const ONE_EACH: Options = Options {
+        backlog: 16,
+        udp_sockets: 1,
+    };
 
     #[test]
     fn starts_on_ipv4_alone_where_ipv6_is_unavailable() {
@@ -223,7 +293,7 @@ mod tests {
             (Proto::Udp, "[::]:0".parse().unwrap()),
             (Proto::Udp, "127.0.0.1:0".parse().unwrap()),
         ];
-        let listeners = bind_all(&wanted, 16, no_ipv6).unwrap();
+        let listeners = bind_all(&wanted, ONE_EACH, no_ipv6).unwrap();
         let addrs = listeners.local_addrs().unwrap();
         assert_eq!(addrs.len(), 2);
         assert!(addrs.iter().all(|(_, a)| a.is_ipv4()));
@@ -236,14 +306,14 @@ mod tests {
             (Proto::Tcp, "[::1]:0".parse().unwrap()),
             (Proto::Tcp, "127.0.0.1:0".parse().unwrap()),
         ];
-        let err = bind_all(&wanted, 16, no_ipv6).unwrap_err();
+        let err = bind_all(&wanted, ONE_EACH, no_ipv6).unwrap_err();
         assert_eq!(err.to_string(), "binding tcp socket on [::1]:0");
     }
 
     #[test]
     fn fails_when_nothing_at_all_can_listen() {
         let wanted = [(Proto::Udp, "[::]:0".parse().unwrap())];
-        let err = bind_all(&wanted, 16, no_ipv6).unwrap_err();
+        let err = bind_all(&wanted, ONE_EACH, no_ipv6).unwrap_err();
         assert_eq!(err.to_string(), "binding udp socket on [::]:0");
     }
 
@@ -271,6 +341,40 @@ mod tests {
         let port = first.local_addrs().unwrap()[0].1.port();
         let again = Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            ..Config::default()
+        };
+        let err = bind(&again).unwrap_err();
+        let BindError::Socket { source, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn reuseport_shares_a_free_port_among_udp_sockets_and_no_further() {
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            udp_sockets: 3,
+            ..Config::default()
+        };
+        let first = bind(&config).unwrap();
+        assert_eq!((first.tcp.len(), first.udp.len()), (1, 3));
+        let port = first.tcp[0].local_addr().unwrap().port();
+        for udp in &first.udp {
+            assert_eq!(udp.local_addr().unwrap().port(), port);
+        }
+        assert_eq!(
+            first.local_addrs().unwrap().len(),
+            2,
+            "one line per address"
+        );
+
+        // A second server asking for SO_REUSEPORT on the port is refused,
+        // not joined to the first's group.
+        let again = Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            tcp: false,
+            udp_sockets: 3,
             ..Config::default()
         };
         let err = bind(&again).unwrap_err();

@@ -98,6 +98,10 @@ pub struct Config {
     /// Seed of the drop simulation, so a drop pattern can be reproduced.
     /// Default: none (a random seed, logged at start).
     pub drop_seed: Option<u64>,
+    /// UDP sockets per listen address. More than one share the port with
+    /// `SO_REUSEPORT`, each served by its own task, so UDP can use every
+    /// worker thread. Default: 1.
+    pub udp_sockets: usize,
 }
 
 impl Default for Config {
@@ -121,6 +125,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(25),
             drop_rate: 0.0,
             drop_seed: None,
+            udp_sockets: 1,
         }
     }
 }
