@@ -89,7 +89,7 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
 
         let mut received = 0;
         loop {
-            let n = match socket.try_io(Interest::READABLE, || recv.recv(socket.as_fd())) {
+            let n = match recv.recv_ready(&socket) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {

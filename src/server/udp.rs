@@ -95,8 +95,7 @@ pub(super) async fn serve(
             _ = shutdown.cancelled() => return,
             ready = socket.readable() => ready,
         };
-        let received = ready
-            .and_then(|()| socket.try_io(Interest::READABLE, || requests.recv(socket.as_fd())));
+        let received = ready.and_then(|()| requests.recv_ready(&socket));
         let count = match received {
             Ok(count) => count,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
