@@ -46,14 +46,23 @@ struct Control([u8; 32]);
 /// Asks the kernel to coalesce runs of one flow's datagrams (UDP GRO, Linux
 /// 5.0 and later). [`RecvBatch`] splits them again.
 pub fn enable_gro(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    set_int_option(fd, libc::SOL_UDP, libc::UDP_GRO, 1)
+}
+
+/// `setsockopt(2)` of an `int` option (socket2 has no UDP_GRO).
+fn set_int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a valid fd and a pointer to an int of the length given.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&raw const on).cast(),
+            level,
+            name,
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -404,11 +413,14 @@ impl AddressedBatch {
     fn plan_runs(&mut self) {
         self.runs.clear();
         let mut first = self.next;
-        while first < self.entries.len() && self.runs.len() < self.runs.capacity() {
+        while first < self.entries.len() && self.runs.len() < self.headers.hdr.len() {
             let (end, to) = &self.entries[first];
             let size = end - start(&self.entries, first);
+            // Looks no further than one run can reach: a batch may hold
+            // thousands of alike replies (coalesced requests).
             let alike = self.entries[first + 1..]
                 .iter()
+                .take(MAX_SEGMENTS - 1)
                 .scan(*end, |prev, (end, next_to)| {
                     let same = end - *prev == size && next_to == to;
                     *prev = *end;
@@ -800,6 +812,17 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_is_cut_at_the_kernels_segment_limit() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut replies = AddressedBatch::new(8, true);
+        for i in 0..200 {
+            replies.push(to, |buf| buf.extend(format!("{i:03}").bytes()));
+        }
+        replies.plan_runs();
+        assert_eq!(replies.runs, [(0, 64), (64, 64), (128, 64), (192, 8)]);
+    }
+
+    #[test]
     fn a_refused_segmented_send_goes_one_by_one() {
         // Linux refuses segmented sends (EINVAL) on a socket that sends
         // without UDP checksums.
@@ -838,17 +861,6 @@ mod tests {
 
     /// Turns off UDP checksums on `socket` (`SO_NO_CHECK`).
     fn no_checksums(socket: &UdpSocket) {
-        let on: libc::c_int = 1;
-        // SAFETY: a valid fd and a pointer to an int of the length given.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NO_CHECK,
-                (&raw const on).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+        set_int_option(socket.as_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
     }
 }
