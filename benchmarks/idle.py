@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 UPCASE = ROOT / "target" / "release" / "upcase"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+SETTLE = 3  # seconds
 
 
 def rss_anon_bytes(pid):
@@ -168,13 +169,15 @@ def measure(pid, port, args):
         p.start()
     try:
         opened = collect(results, "open", len(procs))
-        time.sleep(1)  # let the server finish accepting and settle
+        # Let the server finish accepting and settle: past --park-after (1 s
+        # by default), when idle connections leave their tasks.
+        time.sleep(SETTLE)
         silent = rss_anon_bytes(pid), kernel_tcp_bytes(), kernel_slab_bytes()
         server_fds = open_fds(pid)
         for q in commands:
             q.put("exchange")
         answered = collect(results, "answered", len(procs))
-        time.sleep(1)
+        time.sleep(SETTLE)
         idle = rss_anon_bytes(pid), kernel_tcp_bytes(), kernel_slab_bytes()
     finally:
         for q in commands:

@@ -212,6 +212,18 @@ impl StreamReplier {
         Ok(())
     }
 
+    /// True when the replier holds nothing back: no part of a character, no
+    /// open `count` line, no partial sockperf message. A fresh replier would
+    /// then answer whatever comes next exactly as this one.
+    pub fn holds_nothing(&self) -> bool {
+        match &self.state {
+            State::Case { pending_len, .. } => *pending_len == 0,
+            State::Echo => true,
+            State::Sockperf(frames) => frames.at_boundary(),
+            State::Count { line_bytes, .. } => *line_bytes == 0,
+        }
+    }
+
     /// True when the replier holds an unterminated `count` line that
     /// [`StreamReplier::on_pause`] would answer.
     pub fn awaits_pause(&self) -> bool {
@@ -292,6 +304,42 @@ mod tests {
         let mut rest = Vec::new();
         replier.on_eof(&mut rest);
         (replies, rest)
+    }
+
+    #[test]
+    fn holds_nothing_only_between_whole_messages() {
+        // (transform, a piece that leaves something held, the piece that
+        // completes it)
+        let sockperf_header = [0, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0, 0, 0, 20];
+        let cases: [(&str, &[u8], &[u8]); 5] = [
+            ("upper", b"caf\xc3", b"\xa9\n"),
+            ("lower", b"\xf0\x9f", b"\x98\x80"),
+            ("count", b"mis", b"sissippi\n"),
+            ("count:\u{df}", b"\xc3", b"\x9f\n"),
+            ("sockperf", &sockperf_header, &[b'p'; 6]),
+        ];
+        for (transform, partial, rest) in cases {
+            let mut replier = StreamReplier::new(transform.parse().unwrap(), 1 << 20);
+            assert!(replier.holds_nothing(), "{transform}: fresh");
+            let mut out = Vec::new();
+            replier.on_data(partial, &mut out).unwrap();
+            assert!(!replier.holds_nothing(), "{transform}: after {partial:?}");
+            replier.on_data(rest, &mut out).unwrap();
+            assert!(replier.holds_nothing(), "{transform}: after {rest:?}");
+        }
+        let mut echo = StreamReplier::new(Transform::Echo, 1 << 20);
+        echo.on_data(b"\xc3", &mut Vec::new()).unwrap();
+        assert!(echo.holds_nothing());
+        // A count line answered by the pause holds nothing either.
+        let mut count = StreamReplier::new(Transform::Count('s'), 1 << 20);
+        count.on_data(b"ss", &mut Vec::new()).unwrap();
+        count.on_pause(&mut Vec::new());
+        assert!(count.holds_nothing());
+        // A stream that stopped looking like sockperf's is echoed from then
+        // on, which a fresh replier would not do.
+        let mut lost = StreamReplier::new(Transform::Sockperf, 1 << 20);
+        lost.on_data(&[0; 14], &mut Vec::new()).unwrap();
+        assert!(!lost.holds_nothing());
     }
 
     #[test]

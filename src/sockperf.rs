@@ -80,6 +80,12 @@ impl Frames {
             }
         }
     }
+
+    /// True between messages of a sockperf stream: a fresh [`Frames`] would
+    /// read what comes next the same way.
+    pub fn at_boundary(&self) -> bool {
+        self.offset == 0 && !self.lost
+    }
 }
 
 #[cfg(test)]

@@ -3,47 +3,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, bench, counts, fill_until_server_stalls};
-
-/// `GET path` over HTTP/1.1 with a fresh connection: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
-/// The value of the sample `series` (name and labels exactly as exported).
-fn sample(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
-/// Starts a server with `--metrics` on a free loopback port.
-fn server_with_metrics(args: &[&str]) -> (Server, SocketAddr) {
-    let mut all = vec!["--metrics", "0"];
-    all.extend_from_slice(args);
-    let server = Server::start(&all);
-    let line = server.next_line();
-    let url = line.strip_prefix("metrics on http://").unwrap();
-    let addr = url.strip_suffix("/metrics").unwrap().parse().unwrap();
-    (server, addr)
-}
+use common::{PATIENCE, bench, counts, fill_until_server_stalls, get, sample, server_with_metrics};
 
 #[test]
 fn counts_scraped_under_load_agree_with_what_bench_sent() {

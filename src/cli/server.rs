@@ -45,6 +45,9 @@ pub struct Args {
     /// Close a TCP connection after this long with nothing received
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().idle_timeout.into())]
     idle_timeout: humantime::Duration,
+    /// Move a TCP connection silent this long out of its task into the server's idle set (a quarter of the memory); 0: never
+    #[arg(long, value_name = "DURATION", default_value_t = Config::default().park_after.into())]
+    park_after: humantime::Duration,
     /// Close a TCP connection whose client reads nothing of a reply for this long
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().write_timeout.into())]
     write_timeout: humantime::Duration,
@@ -173,6 +176,7 @@ impl Args {
             count_pause: self.count_pause.into(),
             count_max_line_bytes: self.count_max_line_bytes,
             idle_timeout: self.idle_timeout.into(),
+            park_after: self.park_after.into(),
             write_timeout: self.write_timeout.into(),
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,

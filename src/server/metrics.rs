@@ -52,6 +52,13 @@ impl Collector for StatsCollector {
                 series: &[("", &s.tcp_open)],
             },
             Family {
+                name: "tcp_connections_parked",
+                help: "Open TCP connections parked now: idle, waiting without a task",
+                kind: Gauge,
+                label: None,
+                series: &[("", &s.tcp_parked)],
+            },
+            Family {
                 name: "tcp_connections_refused",
                 help: "TCP connections refused, by reason",
                 kind: Counter,

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod http;
 pub mod inetd;
 pub mod metrics;
+mod park;
 mod ratelimit;
 mod sources;
 mod stats;
@@ -59,6 +60,11 @@ pub struct Config {
     /// A TCP connection on which nothing arrives for this long is closed.
     /// Default: 60 s.
     pub idle_timeout: Duration,
+    /// A TCP connection silent for this long, holding nothing back, leaves
+    /// its task and waits in the server's idle set (the `park` module), where it costs
+    /// a fraction of the memory; it comes back to a task when it is readable.
+    /// Zero keeps every connection in its task. Default: 1 s.
+    pub park_after: Duration,
     /// A TCP connection whose client stops reading for this long while a
     /// reply waits to be written is closed. Default: 30 s.
     pub write_timeout: Duration,
@@ -114,6 +120,7 @@ impl Default for Config {
             count_pause: Duration::from_millis(200),
             count_max_line_bytes: 1 << 20,
             idle_timeout: Duration::from_secs(60),
+            park_after: Duration::from_secs(1),
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_source: 64,
@@ -173,20 +180,34 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let per_source = sources::SourceCounts::new(config.max_connections_per_source);
 
+    let (lot, incoming) = if listeners.tcp.is_empty() || config.park_after.is_zero() {
+        (None, None)
+    } else {
+        let (lot, incoming) = park::channel();
+        (Some(lot), Some(incoming))
+    };
+    let shared = Arc::new(tcp::Shared {
+        config: config.clone(),
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        lot,
+    });
+    if let Some(incoming) = incoming {
+        tracker.spawn(park::run(incoming, shared.clone()));
+    }
     for listener in listeners.tcp {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::debug!(local = ?listener.local_addr(), "accepting TCP connections");
         let accept = tcp::Acceptor {
             listener,
-            config: config.clone(),
-            stats: stats.clone(),
+            shared: shared.clone(),
             slots: slots.clone(),
             per_source: per_source.clone(),
-            tracker: tracker.clone(),
-            shutdown: shutdown.clone(),
         };
         tracker.spawn(accept.run());
     }
+    drop(shared);
     let drop_seed = config.drop_seed.unwrap_or_else(rand::random);
     if config.drop_rate > 0.0 {
         tracing::info!(

@@ -11,6 +11,9 @@ pub struct Stats {
     pub tcp_connections: AtomicU64,
     /// TCP connections open now (a gauge: goes down as connections end).
     pub tcp_open: AtomicU64,
+    /// Of the open TCP connections, those parked now: idle, held in the idle
+    /// set without a task (a gauge).
+    pub tcp_parked: AtomicU64,
     /// TCP connections refused because [`super::Config::max_connections`] were open.
     pub tcp_refused_busy: AtomicU64,
     /// TCP connections refused by [`super::Config::max_connections_per_source`].
@@ -86,6 +89,7 @@ impl Stats {
         [
             ("tcp_connections", &self.tcp_connections),
             ("tcp_open", &self.tcp_open),
+            ("tcp_parked", &self.tcp_parked),
             ("tcp_refused_busy", &self.tcp_refused_busy),
             ("tcp_refused_per_source", &self.tcp_refused_per_source),
             ("tcp_refused_denied", &self.tcp_refused_denied),

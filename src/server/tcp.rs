@@ -6,12 +6,17 @@
 //! A client that sends without reading therefore stops being read from: the
 //! backpressure reaches it through TCP's own flow control, and the memory a
 //! connection holds stays bounded by one read's reply.
+//!
+//! A connection silent for [`Config::park_after`] that holds nothing back
+//! leaves its task as a [`Parked`] record for the server's idle set (the
+//! `park` module), which hands it back to a new task when it is readable.
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io::{self, Read as _};
 use std::net::Shutdown;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -25,6 +30,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::park;
 use super::sources::{SourceCounts, SourceSlot};
 use super::throttle::Throttle;
 use super::{Config, Stats};
@@ -53,19 +59,34 @@ thread_local! {
     static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_BYTES]);
 }
 
+/// What every connection of a server shares: one `Arc` per connection.
+pub(super) struct Shared {
+    pub config: Arc<Config>,
+    pub stats: Arc<Stats>,
+    pub shutdown: CancellationToken,
+    /// Where connection tasks are spawned, so that shutdown waits for them.
+    pub tracker: TaskTracker,
+    /// The way into the idle set; `None` when connections are never parked.
+    pub lot: Option<park::Sender>,
+}
+
 /// The accept loop of one listener.
 pub(super) struct Acceptor {
     pub listener: TcpListener,
-    pub config: Arc<Config>,
-    pub stats: Arc<Stats>,
+    pub shared: Arc<Shared>,
     pub slots: Arc<Semaphore>,
     pub per_source: Arc<SourceCounts>,
-    pub tracker: TaskTracker,
-    pub shutdown: CancellationToken,
 }
 
 impl Acceptor {
     pub async fn run(self) {
+        let Shared {
+            config,
+            stats,
+            shutdown,
+            tracker,
+            ..
+        } = &*self.shared;
         set_nodelay_inherited(&self.listener);
         let mut backoff = MIN_ACCEPT_BACKOFF;
         let mut busy_log = Throttle::new(Duration::from_secs(1));
@@ -73,7 +94,7 @@ impl Acceptor {
         loop {
             let accepted = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return,
                 accepted = self.listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -82,7 +103,7 @@ impl Acceptor {
                     accepted
                 }
                 Err(e) => {
-                    Stats::add(&self.stats.accept_errors, 1);
+                    Stats::add(&stats.accept_errors, 1);
                     if is_per_connection_error(&e) {
                         // The connection died before we took it; others are fine.
                         tracing::debug!(error = %e, "accept: connection gone before accepted");
@@ -92,55 +113,50 @@ impl Acceptor {
                     // spin. Back off, still answering a shutdown.
                     tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     continue;
                 }
             };
-            if !self.config.access.permits(peer.ip()) {
-                Stats::add(&self.stats.tcp_refused_denied, 1);
+            if !config.access.permits(peer.ip()) {
+                Stats::add(&stats.tcp_refused_denied, 1);
                 if let Some(suppressed) = refusal_log.allow(Instant::now()) {
                     tracing::warn!(%peer, suppressed, "refusing connection: denied by access list");
                 }
                 continue; // Closed without a word, as a firewall would.
             }
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                Stats::add(&self.stats.tcp_refused_busy, 1);
+                Stats::add(&stats.tcp_refused_busy, 1);
                 if let Some(suppressed) = busy_log.allow(Instant::now()) {
-                    tracing::warn!(%peer, max_connections = self.config.max_connections, suppressed, "refusing connection: server busy");
+                    tracing::warn!(%peer, max_connections = config.max_connections, suppressed, "refusing connection: server busy");
                 }
                 refuse(&stream, BUSY_LINE);
                 continue;
             };
-            let source_slot = if !self.config.limits_source(peer.ip()) {
+            let source_slot = if !config.limits_source(peer.ip()) {
                 None
             } else if let Some(source_slot) = self.per_source.try_acquire(peer.ip()) {
                 Some(source_slot)
             } else {
-                Stats::add(&self.stats.tcp_refused_per_source, 1);
+                Stats::add(&stats.tcp_refused_per_source, 1);
                 if let Some(suppressed) = refusal_log.allow(Instant::now()) {
-                    tracing::warn!(%peer, max_connections_per_source = self.config.max_connections_per_source, suppressed, "refusing connection: too many from this address");
+                    tracing::warn!(%peer, max_connections_per_source = config.max_connections_per_source, suppressed, "refusing connection: too many from this address");
                 }
                 refuse(&stream, SOURCE_BUSY_LINE);
                 continue;
             };
             let connection = Connection::open(
                 stream,
-                Origin::Accepted {
-                    _slot: slot,
-                    _source_slot: source_slot,
-                },
+                Origin::Accepted { slot, source_slot },
                 peer,
-                self.config.clone(),
-                self.stats.clone(),
-                self.shutdown.clone(),
+                self.shared.clone(),
             );
             // Spawned as it is, not inside an async block holding the slots:
             // the block would keep a second copy of the connection in the
             // task.
-            self.tracker.spawn(connection.serve());
+            tracker.spawn(connection.serve());
         }
     }
 }
@@ -189,7 +205,14 @@ pub(super) async fn serve_connection(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
-    Connection::open(stream, Origin::Inherited, peer, config, stats, shutdown)
+    let shared = Arc::new(Shared {
+        config,
+        stats,
+        shutdown,
+        tracker: TaskTracker::new(),
+        lot: None,
+    });
+    Connection::open(stream, Origin::Inherited, peer, shared)
         .serve()
         .await;
 }
@@ -204,9 +227,83 @@ struct Connection {
     stream: TcpStream,
     origin: Origin,
     peer: SocketAddr,
-    config: Arc<Config>,
-    stats: Arc<Stats>,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
+}
+
+/// An idle connection without a task, waiting in the idle set: its socket
+/// (no longer registered with tokio) and its places under the connection
+/// limits. About 100 bytes, where a connection in a task holds over 1 KB.
+pub(super) struct Parked {
+    stream: std::net::TcpStream,
+    slot: OwnedSemaphorePermit,
+    source_slot: Option<SourceSlot>,
+    peer: SocketAddr,
+    /// When it is closed as idle if nothing arrives.
+    idle_deadline: tokio::time::Instant,
+}
+
+/// Why the idle set closes a parked connection.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Closing {
+    Idle,
+    Shutdown,
+}
+
+impl Parked {
+    pub fn idle_deadline(&self) -> tokio::time::Instant {
+        self.idle_deadline
+    }
+
+    /// Serves the connection in a new task again: it has become readable.
+    pub fn resume(self, shared: &Arc<Shared>) {
+        let stats = &shared.stats;
+        Stats::sub(&stats.tcp_parked, 1);
+        match TcpStream::from_std(self.stream) {
+            Ok(stream) => {
+                tracing::trace!(peer = %self.peer, "connection resumed");
+                let connection = Connection {
+                    stream,
+                    origin: Origin::Accepted {
+                        slot: self.slot,
+                        source_slot: self.source_slot,
+                    },
+                    peer: self.peer,
+                    shared: shared.clone(),
+                };
+                shared.tracker.spawn(connection.serve());
+            }
+            Err(e) => {
+                Stats::add(&stats.tcp_errors, 1);
+                Stats::sub(&stats.tcp_open, 1);
+                tracing::debug!(peer = %self.peer, error = %e, "connection closed on error while resuming");
+            }
+        }
+    }
+
+    /// Closes the connection, as one in a task would be for the same reason:
+    /// it holds nothing back, so there is nothing left to answer.
+    pub fn close(self, why: Closing, stats: &Stats) {
+        Stats::sub(&stats.tcp_parked, 1);
+        Stats::sub(&stats.tcp_open, 1);
+        match why {
+            Closing::Idle => {
+                Stats::add(&stats.tcp_idle_closed, 1);
+                tracing::debug!(peer = %self.peer, "connection closed: idle");
+            }
+            Closing::Shutdown => {
+                tracing::trace!(peer = %self.peer, "connection closed for shutdown")
+            }
+        }
+        // Told at once, as in `Connection::exchange`; the descriptor closes
+        // when `stream` is dropped.
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+impl AsRawFd for Parked {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
 }
 
 /// Where a connection came from.
@@ -215,8 +312,8 @@ enum Origin {
     /// dropping it closes the connection, and it holds its places under
     /// `max_connections` and the per-source cap until then.
     Accepted {
-        _slot: OwnedSemaphorePermit,
-        _source_slot: Option<SourceSlot>,
+        slot: OwnedSemaphorePermit,
+        source_slot: Option<SourceSlot>,
     },
     /// Handed over in inetd mode, where stdout and stderr may be the same
     /// socket.
@@ -224,9 +321,11 @@ enum Origin {
 }
 
 /// Why a connection's read loop woke up.
+#[derive(Clone, Copy)]
 enum Event {
     Readable,
     Pause,
+    Park,
     Idle,
     Shutdown,
 }
@@ -241,6 +340,9 @@ enum End {
     Idle,
     /// A `count` line went past its limit.
     LineTooLong,
+    /// Silent for [`Config::park_after`], holding nothing back: to be parked
+    /// until readable, or closed as idle at the deadline given.
+    Park(tokio::time::Instant),
 }
 
 /// What one read brought.
@@ -259,24 +361,22 @@ impl Connection {
         stream: TcpStream,
         origin: Origin,
         peer: SocketAddr,
-        config: Arc<Config>,
-        stats: Arc<Stats>,
-        shutdown: CancellationToken,
+        shared: Arc<Shared>,
     ) -> Connection {
-        Stats::add(&stats.tcp_connections, 1);
-        Stats::add(&stats.tcp_open, 1);
+        Stats::add(&shared.stats.tcp_connections, 1);
+        Stats::add(&shared.stats.tcp_open, 1);
         Connection {
             stream,
             origin,
             peer,
-            config,
-            stats,
-            shutdown,
+            shared,
         }
     }
 
+    /// Serves the connection until it ends or is parked.
     async fn serve(mut self) {
         let peer = self.peer;
+        let stats = self.shared.stats.clone();
         let accepted = matches!(self.origin, Origin::Accepted { .. });
         // Small replies go out at once rather than waiting on Nagle's
         // algorithm for the client's delayed ACK.
@@ -285,34 +385,94 @@ impl Connection {
         {
             tracing::debug!(%peer, error = %e, "TCP_NODELAY");
         }
-        match self.exchange().await {
-            Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
-            Ok(End::Shutdown) => tracing::trace!(%peer, "connection closed for shutdown"),
-            Ok(End::LineTooLong) => {
-                Stats::add(&self.stats.tcp_line_too_long, 1);
-                tracing::debug!(%peer, "connection closed: count line too long");
+        let stats = &*stats;
+        loop {
+            match self.exchange().await {
+                Ok(End::Park(idle_deadline)) => match self.park(idle_deadline) {
+                    Ok(()) => return,
+                    // The idle set is full or gone: stay in this task.
+                    Err(connection) => {
+                        self = *connection;
+                        continue;
+                    }
+                },
+                Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
+                Ok(End::Shutdown) => tracing::trace!(%peer, "connection closed for shutdown"),
+                Ok(End::LineTooLong) => {
+                    Stats::add(&stats.tcp_line_too_long, 1);
+                    tracing::debug!(%peer, "connection closed: count line too long");
+                }
+                Ok(End::Idle) => {
+                    Stats::add(&stats.tcp_idle_closed, 1);
+                    tracing::debug!(%peer, "connection closed: idle");
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    Stats::add(&stats.tcp_write_stalled, 1);
+                    tracing::debug!(%peer, "connection closed: client stopped reading");
+                }
+                Err(e) => {
+                    Stats::add(&stats.tcp_errors, 1);
+                    tracing::debug!(%peer, error = %e, "connection closed on error");
+                }
             }
-            Ok(End::Idle) => {
-                Stats::add(&self.stats.tcp_idle_closed, 1);
-                tracing::debug!(%peer, "connection closed: idle");
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                Stats::add(&self.stats.tcp_write_stalled, 1);
-                tracing::debug!(%peer, "connection closed: client stopped reading");
+            break;
+        }
+        Stats::sub(&stats.tcp_open, 1);
+    }
+
+    /// Hands the connection to the idle set, to come back in a new task when
+    /// it is readable; gives it back if the set takes none now.
+    fn park(self, idle_deadline: tokio::time::Instant) -> Result<(), Box<Connection>> {
+        let Some(lot) = &self.shared.lot else {
+            return Err(Box::new(self));
+        };
+        // Reserved first: the socket leaves tokio only if it has a place.
+        let Ok(place) = lot.clone().try_reserve_owned() else {
+            return Err(Box::new(self));
+        };
+        let Connection {
+            stream,
+            origin,
+            peer,
+            shared,
+        } = self;
+        let Origin::Accepted { slot, source_slot } = origin else {
+            // Never parked (see `exchange`), but this much is cheap to keep.
+            return Err(Box::new(Connection {
+                stream,
+                origin,
+                peer,
+                shared,
+            }));
+        };
+        match stream.into_std() {
+            Ok(stream) => {
+                Stats::add(&shared.stats.tcp_parked, 1);
+                tracing::trace!(%peer, "connection parked");
+                place.send(Parked {
+                    stream,
+                    slot,
+                    source_slot,
+                    peer,
+                    idle_deadline,
+                });
             }
             Err(e) => {
-                Stats::add(&self.stats.tcp_errors, 1);
-                tracing::debug!(%peer, error = %e, "connection closed on error");
+                Stats::add(&shared.stats.tcp_errors, 1);
+                Stats::sub(&shared.stats.tcp_open, 1);
+                tracing::debug!(%peer, error = %e, "connection closed on error while parking");
             }
         }
-        Stats::sub(&self.stats.tcp_open, 1);
+        Ok(())
     }
 
     /// Reads, replies, and repeats until the client is done, the server shuts
     /// down, or the connection is idle.
     async fn exchange(&mut self) -> io::Result<End> {
-        let mut replier =
-            StreamReplier::new(self.config.transform, self.config.count_max_line_bytes);
+        let mut replier = StreamReplier::new(
+            self.shared.config.transform,
+            self.shared.config.count_max_line_bytes,
+        );
         let mut reply = Vec::new();
         // The connection's one timer, re-armed on each turn for whichever
         // deadline comes next: the idle timeout, `count`'s pause, or, while a
@@ -320,22 +480,31 @@ impl Connection {
         // deadline, and readiness polled rather than awaited through
         // `readable()`, keep the connection's task small (see "Idle
         // connections" in BENCHMARKS.md).
-        let timer = tokio::time::sleep(self.config.idle_timeout);
+        let timer = tokio::time::sleep(self.shared.config.idle_timeout);
         tokio::pin!(timer);
         // Registered with the shutdown token once per connection: a fresh
         // `cancelled()` on every turn would lock the token's waiter list,
         // shared by every connection, twice per message.
-        let shutdown = self.shutdown.clone().cancelled_owned();
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
+        let config = self.shared.config.clone();
+        // Only accepted connections are parked: an inherited socket may
+        // share its descriptor with stdout.
+        let may_park = self.shared.lot.is_some()
+            && matches!(self.origin, Origin::Accepted { .. })
+            && !config.park_after.is_zero()
+            && config.park_after < config.idle_timeout;
         loop {
-            let pause =
-                replier.awaits_pause() && self.config.count_pause < self.config.idle_timeout;
-            let wait = if pause {
-                self.config.count_pause
-            } else {
-                self.config.idle_timeout
-            };
-            timer.as_mut().reset(tokio::time::Instant::now() + wait);
+            let (wait, on_time) =
+                if replier.awaits_pause() && config.count_pause < config.idle_timeout {
+                    (config.count_pause, Event::Pause)
+                } else if may_park && replier.holds_nothing() {
+                    (config.park_after, Event::Park)
+                } else {
+                    (config.idle_timeout, Event::Idle)
+                };
+            let armed = tokio::time::Instant::now();
+            timer.as_mut().reset(armed + wait);
             let event = poll_fn(|cx| {
                 if shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(Event::Shutdown));
@@ -343,11 +512,7 @@ impl Connection {
                 if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
                     return Poll::Ready(ready.map(|()| Event::Readable));
                 }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) if pause => Poll::Ready(Ok(Event::Pause)),
-                    Poll::Ready(()) => Poll::Ready(Ok(Event::Idle)),
-                    Poll::Pending => Poll::Pending,
-                }
+                timer.as_mut().poll(cx).map(|()| Ok(on_time))
             })
             .await?;
             let turn = Instant::now();
@@ -368,6 +533,9 @@ impl Connection {
                     replier.on_pause(&mut reply);
                     None
                 }
+                // Nothing held back, nothing to write: the connection leaves
+                // this task as it is.
+                Event::Park => return Ok(End::Park(armed + config.idle_timeout)),
                 // Closing for either reason: whatever is held back (part of
                 // a character, an open `count` line) is answered first.
                 Event::Shutdown => {
@@ -381,7 +549,7 @@ impl Connection {
             };
             if !reply.is_empty() {
                 self.write(&mut reply, timer.as_mut()).await?;
-                self.stats.tcp_reply_latency.record(turn.elapsed());
+                self.shared.stats.tcp_reply_latency.record(turn.elapsed());
             }
             if let Some(end) = end {
                 // A client that closed its side gets the FIN from close(2) when
@@ -402,8 +570,8 @@ impl Connection {
         READ_BUFFER.with_borrow_mut(|buf| match self.read(buf) {
             Ok(0) => Ok(Read::Eof),
             Ok(n) => {
-                Stats::add(&self.stats.tcp_bytes_in, n as u64);
-                Stats::add(&self.stats.tcp_lines_in, count_lines(&buf[..n]));
+                Stats::add(&self.shared.stats.tcp_bytes_in, n as u64);
+                Stats::add(&self.shared.stats.tcp_lines_in, count_lines(&buf[..n]));
                 Ok(match replier.on_data(&buf[..n], reply) {
                     Ok(()) => Read::Data,
                     Err(e) => Read::LineTooLong(e),
@@ -453,7 +621,7 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     timer
                         .as_mut()
-                        .reset(tokio::time::Instant::now() + self.config.write_timeout);
+                        .reset(tokio::time::Instant::now() + self.shared.config.write_timeout);
                     let writable = poll_fn(|cx| match self.stream.poll_write_ready(cx) {
                         Poll::Ready(ready) => Poll::Ready(ready),
                         Poll::Pending => match timer.as_mut().poll(cx) {
@@ -468,8 +636,11 @@ impl Connection {
                 Err(e) => break Err(e),
             }
         };
-        Stats::add(&self.stats.tcp_bytes_out, sent as u64);
-        Stats::add(&self.stats.tcp_lines_out, count_lines(&reply[..sent]));
+        Stats::add(&self.shared.stats.tcp_bytes_out, sent as u64);
+        Stats::add(
+            &self.shared.stats.tcp_lines_out,
+            count_lines(&reply[..sent]),
+        );
         reply.clear();
         if reply.capacity() > KEEP_REPLY_BUFFER_BYTES {
             *reply = Vec::new();

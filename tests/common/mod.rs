@@ -494,3 +494,39 @@ pub fn sh(script: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `GET path` over HTTP/1.1 with a fresh connection: (status, body).
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` (name and labels exactly as exported).
+pub fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Starts a server with `--metrics` on a free loopback port.
+pub fn server_with_metrics(args: &[&str]) -> (Server, SocketAddr) {
+    let mut all = vec!["--metrics", "0"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let line = server.next_line();
+    let url = line.strip_prefix("metrics on http://").unwrap();
+    let addr = url.strip_suffix("/metrics").unwrap().parse().unwrap();
+    (server, addr)
+}
