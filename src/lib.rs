@@ -28,5 +28,6 @@ pub mod server;
 pub mod sockperf;
 pub mod stats;
 pub mod transform;
+pub mod udp_io;
 
 pub use transform::Transform;

@@ -128,6 +128,11 @@ impl RecvBatch {
         }
     }
 
+    /// The most messages one call receives.
+    pub fn capacity(&self) -> usize {
+        self.hdr.len()
+    }
+
     /// Receives what is waiting, up to the batch's size, without blocking.
     /// Returns how many datagrams came; `WouldBlock` if none was waiting.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
@@ -174,7 +179,7 @@ impl RecvBatch {
         let mut received = 0;
         let result = socket.try_io(tokio::io::Interest::READABLE, || {
             received = self.recv(socket.as_fd())?;
-            if received < self.hdr.len() {
+            if received < self.capacity() {
                 Err(io::ErrorKind::WouldBlock.into())
             } else {
                 Ok(received)

@@ -41,7 +41,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> io::Result<Ar
         Ok(Type::DGRAM) => {
             socket.set_nonblocking(true)?;
             udp::prepare(&socket);
-            let socket = tokio::net::UdpSocket::from_std(socket.into())?;
+            let socket = crate::udp_io::UdpIo::new(socket.into())?;
             let seed = config.drop_seed.unwrap_or_else(rand::random);
             udp::serve(socket, config, stats.clone(), seed, shutdown).await;
         }

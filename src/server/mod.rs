@@ -217,7 +217,7 @@ pub async fn run(
         );
     }
     for (index, socket) in listeners.udp.into_iter().enumerate() {
-        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        let socket = crate::udp_io::UdpIo::new(socket)?;
         tracing::debug!(local = ?socket.local_addr(), "serving UDP datagrams");
         // One generator per socket: the pattern on each is reproducible
         // whatever the traffic on the others.

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 use std::io;
 use std::os::fd::AsFd;
 
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::{self, Refusal};
@@ -24,6 +22,7 @@ use super::throttle::Throttle;
 use super::{Config, Stats};
 use crate::mmsg::{self, AddressedBatch, RecvBatch};
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, reply_to_datagram};
+use crate::udp_io::UdpIo;
 
 /// Simulated loss on one socket (see [`Config::drop_rate`]).
 struct Loss {
@@ -66,7 +65,7 @@ pub(super) fn prepare(socket: &impl AsFd) {
 /// out in one `sendmmsg(2)`: per datagram, no system call, no allocation and
 /// no shared counter touched (the counts are added once per batch).
 pub(super) async fn serve(
-    socket: UdpSocket,
+    socket: UdpIo,
     config: Arc<Config>,
     stats: Arc<Stats>,
     drop_seed: u64,
@@ -90,15 +89,13 @@ pub(super) async fn serve(
     let mut requests = RecvBatch::new(BATCH, DATAGRAM_BUFFER_BYTES);
     let mut replies = AddressedBatch::new(BATCH, segment);
     loop {
-        let ready = tokio::select! {
+        let received = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            ready = socket.readable() => ready,
+            received = socket.recv(&mut requests) => received,
         };
-        let received = ready.and_then(|()| requests.recv_ready(&socket));
         let count = match received {
             Ok(count) => count,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // On Linux, e.g. an ICMP error queued for an earlier reply.
                 Stats::add(&stats.udp_recv_errors, 1);
@@ -171,7 +168,7 @@ pub(super) async fn serve(
 /// is full. A reply the kernel refuses (too large for a datagram, ...) is
 /// counted, logged and skipped.
 async fn send_all(
-    socket: &UdpSocket,
+    socket: &UdpIo,
     replies: &mut AddressedBatch,
     stats: &Stats,
     send_log: &mut Throttle,
@@ -179,7 +176,7 @@ async fn send_all(
 ) {
     while replies.pending() > 0 {
         let bytes_before = replies.pending_bytes();
-        match socket.try_io(Interest::WRITABLE, || replies.send(socket.as_fd())) {
+        match replies.send(socket.as_fd()) {
             Ok(sent) => {
                 Stats::add(&stats.udp_datagrams_out, sent as u64);
                 Stats::add(
