@@ -25,7 +25,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use socket2::{SockAddr, SockAddrStorage};
 
@@ -167,28 +167,6 @@ impl RecvBatch {
         };
         self.received = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
         Ok(self.received)
-    }
-
-    /// [`recv`](Self::recv) on a tokio socket, within its readiness: a call
-    /// that brings fewer messages than the batch holds has drained the
-    /// queue, so it also clears tokio's readiness, and the next wait goes to
-    /// epoll instead of spending a call on `EAGAIN` (as tokio's own
-    /// `AsyncRead` does for a short read). A datagram arriving meanwhile
-    /// raises a new edge, which tokio keeps, so none waits unnoticed.
-    pub fn recv_ready(&mut self, socket: &tokio::net::UdpSocket) -> io::Result<usize> {
-        let mut received = 0;
-        let result = socket.try_io(tokio::io::Interest::READABLE, || {
-            received = self.recv(socket.as_fd())?;
-            if received < self.capacity() {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(received)
-            }
-        });
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
-            result => result,
-        }
     }
 
     /// The datagrams of message `i` of the last call: one, or a coalesced

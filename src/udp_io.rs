@@ -31,30 +31,48 @@ impl UdpIo {
         self.0.get_ref().local_addr()
     }
 
-    /// Waits until datagrams are queued and receives a batch of them. A
-    /// batch that comes back short has drained the queue, so it clears the
-    /// readiness tokio keeps: the next call waits for epoll instead of
-    /// spending a `recvmmsg(2)` on `EAGAIN`. A datagram arriving meanwhile
-    /// raises a new edge, so none waits unnoticed. Cancel-safe: nothing is
-    /// received until the wait is over.
+    /// Sets the only peer the socket sends to and receives from.
+    pub fn connect(&self, peer: SocketAddr) -> io::Result<()> {
+        self.0.get_ref().connect(peer)
+    }
+
+    /// Waits until datagrams are queued and receives a batch of them (see
+    /// [`try_recv`](Self::try_recv)). Cancel-safe: nothing is received until
+    /// the wait is over.
     pub async fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         loop {
-            let mut ready = self.0.readable().await?;
-            let mut received = 0;
-            let result = ready.try_io(|socket| {
-                received = batch.recv(socket.as_fd())?;
-                if received < batch.capacity() {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(received)
-                }
-            });
-            match result {
-                Ok(result) => return result,
-                // Short (readiness cleared) or empty: wait again if empty.
-                Err(_would_block) if received > 0 => return Ok(received),
-                Err(_would_block) => {}
+            self.readable().await?;
+            match self.try_recv(batch) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
             }
+        }
+    }
+
+    /// Waits until tokio has seen the socket readable.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await?.retain_ready();
+        Ok(())
+    }
+
+    /// Receives a batch of what is queued, without waiting; `WouldBlock` if
+    /// nothing is. A batch that comes back short has drained the queue, so
+    /// it also clears the readiness tokio keeps: the next wait goes to epoll
+    /// instead of a `recvmmsg(2)` that would find nothing. A datagram
+    /// arriving meanwhile raises a new edge, so none waits unnoticed.
+    pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let mut received = 0;
+        let result = self.0.try_io(Interest::READABLE, |socket| {
+            received = batch.recv(socket.as_fd())?;
+            if received < batch.capacity() {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(received)
+            }
+        });
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
+            result => result,
         }
     }
 

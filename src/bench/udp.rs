@@ -2,23 +2,26 @@
 //! matched by sequence number.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::net::UdpSocket;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::time::sleep_until;
 
 use super::{BATCH, InFlight, Payloads, Run, Tally, error_kind};
 use crate::mmsg::{RecvBatch, SendBatch};
+use crate::udp_io::UdpIo;
 
 /// Drives socket `index` until its pacer is done and every request is
 /// settled, or the run is stopped.
 pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
     let mut tally = Tally::default();
     let target = run.config.target;
-    let socket = match UdpSocket::bind(crate::client::unspecified_like(target)).await {
+    // Watched for reading only: sends go straight to the kernel (see
+    // `udp_io`). Binding and connecting a UDP socket never block.
+    let socket = match UdpSocket::bind(crate::client::unspecified_like(target)).and_then(UdpIo::new)
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot open a UDP socket: {e}");
@@ -26,13 +29,13 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
             return tally;
         }
     };
-    if let Err(e) = socket.connect(target).await {
+    if let Err(e) = socket.connect(target) {
         tracing::warn!("cannot reach udp {target}: {e}");
         tally.error(error_kind(&e));
         return tally;
     }
     let size = run.payloads.size();
-    let offload = run.config.offload && offload(&socket);
+    let offload = run.config.offload && offload(socket.as_fd());
     let slot = if offload {
         // A coalesced run of replies may fill the largest datagram.
         crate::protocol::DATAGRAM_BUFFER_BYTES
@@ -57,7 +60,7 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
         let room = BATCH - out.len() / size;
         let due = run.fill(&mut pacer, &mut window, &mut tally, &mut out, room, now);
         while !out.is_empty() {
-            match socket.try_io(Interest::WRITABLE, || send.send(socket.as_fd(), &out, size)) {
+            match send.send(socket.as_fd(), &out, size) {
                 Ok(n) => {
                     out.drain(..n * size);
                 }
@@ -89,7 +92,7 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
 
         let mut received = 0;
         loop {
-            let n = match recv.recv_ready(&socket) {
+            let n = match socket.try_recv(&mut recv) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -118,8 +121,7 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
 /// Turns on UDP offload for `socket`: replies may come coalesced (GRO), and
 /// requests go as segmented sends (GSO). Returns whether the kernel has
 /// both; without, the run goes on with plain batches.
-fn offload(socket: &UdpSocket) -> bool {
-    let fd = socket.as_fd();
+fn offload(fd: BorrowedFd<'_>) -> bool {
     if let Err(e) = crate::mmsg::enable_gro(fd) {
         tracing::warn!(error = %e, "no UDP receive offload here: sending plain batches");
         return false;
