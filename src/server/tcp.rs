@@ -386,13 +386,16 @@ impl Connection {
             tracing::debug!(%peer, error = %e, "TCP_NODELAY");
         }
         let stats = &*stats;
+        let mut kept_deadline = None;
         loop {
-            match self.exchange().await {
+            match self.exchange(kept_deadline.take()).await {
                 Ok(End::Park(idle_deadline)) => match self.park(idle_deadline) {
                     Ok(()) => return,
-                    // The idle set is full or gone: stay in this task.
+                    // The idle set is full or gone: stay in this task, still
+                    // bound by the idle deadline.
                     Err(connection) => {
                         self = *connection;
+                        kept_deadline = Some(idle_deadline);
                         continue;
                     }
                 },
@@ -467,8 +470,10 @@ impl Connection {
     }
 
     /// Reads, replies, and repeats until the client is done, the server shuts
-    /// down, or the connection is idle.
-    async fn exchange(&mut self) -> io::Result<End> {
+    /// down, the connection is idle, or it is to be parked. `idle_deadline`:
+    /// the connection has been silent since before, and is idle then (it
+    /// could not be parked, and is not tried again before it speaks).
+    async fn exchange(&mut self, idle_deadline: Option<tokio::time::Instant>) -> io::Result<End> {
         let mut replier = StreamReplier::new(
             self.shared.config.transform,
             self.shared.config.count_max_line_bytes,
@@ -494,17 +499,19 @@ impl Connection {
             && matches!(self.origin, Origin::Accepted { .. })
             && !config.park_after.is_zero()
             && config.park_after < config.idle_timeout;
+        let mut idle_deadline = idle_deadline;
         loop {
-            let (wait, on_time) =
-                if replier.awaits_pause() && config.count_pause < config.idle_timeout {
-                    (config.count_pause, Event::Pause)
-                } else if may_park && replier.holds_nothing() {
-                    (config.park_after, Event::Park)
-                } else {
-                    (config.idle_timeout, Event::Idle)
-                };
             let armed = tokio::time::Instant::now();
-            timer.as_mut().reset(armed + wait);
+            let (deadline, on_time) = if let Some(deadline) = idle_deadline.take() {
+                (deadline, Event::Idle)
+            } else if replier.awaits_pause() && config.count_pause < config.idle_timeout {
+                (armed + config.count_pause, Event::Pause)
+            } else if may_park && replier.holds_nothing() {
+                (armed + config.park_after, Event::Park)
+            } else {
+                (armed + config.idle_timeout, Event::Idle)
+            };
+            timer.as_mut().reset(deadline);
             let event = poll_fn(|cx| {
                 if shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(Event::Shutdown));
@@ -652,6 +659,49 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection whose idle set takes nothing (here: gone) stays in its
+    /// task and is still closed at its idle deadline, not kept alive by its
+    /// attempts to park.
+    #[tokio::test]
+    async fn a_connection_that_cannot_park_still_times_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (lot, incoming) = park::channel();
+        drop(incoming);
+        let config = Config {
+            park_after: Duration::from_millis(20),
+            idle_timeout: Duration::from_millis(300),
+            ..Config::default()
+        };
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            stats: Arc::new(Stats::default()),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            lot: Some(lot),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let slots = Arc::new(Semaphore::new(1));
+        let origin = Origin::Accepted {
+            slot: slots.try_acquire_owned().unwrap(),
+            source_slot: None,
+        };
+        let served = tokio::spawn(Connection::open(stream, origin, peer, shared.clone()).serve());
+        client.write_all(b"hi\n").await.unwrap();
+        let mut reply = Vec::new();
+        // Ends only when the server closes the connection.
+        let read = tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut reply));
+        read.await.expect("closed as idle").unwrap();
+        assert_eq!(reply, b"HI\n");
+        served.await.unwrap();
+        assert_eq!(Stats::get(&shared.stats.tcp_idle_closed), 1);
+        assert_eq!(Stats::get(&shared.stats.tcp_open), 0);
+        assert_eq!(Stats::get(&shared.stats.tcp_parked), 0);
+    }
 
     #[tokio::test]
     async fn accepted_connections_inherit_nodelay_from_the_listener() {
