@@ -43,6 +43,32 @@ const MAX_SEGMENTED_BYTES: usize = crate::protocol::MAX_DATAGRAM_BYTES_V4;
 #[repr(C, align(8))]
 struct Control([u8; 32]);
 
+/// Waits until `fd`'s send buffer has room, for at most `timeout`; returns
+/// whether it has. For a thread that sends on a blocking socket with
+/// `MSG_DONTWAIT` and was told `WouldBlock`. (One `poll(2)`: std has no
+/// wrapper, and the batches here are already written over libc.)
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut entry = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, alive for the call.
+    match unsafe { libc::poll(&mut entry, 1, millis) } {
+        -1 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
 /// Asks the kernel to coalesce runs of one flow's datagrams (UDP GRO, Linux
 /// 5.0 and later). [`RecvBatch`] splits them again.
 pub fn enable_gro(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -136,6 +162,17 @@ impl RecvBatch {
     /// Receives what is waiting, up to the batch's size, without blocking.
     /// Returns how many datagrams came; `WouldBlock` if none was waiting.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.recv_with(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// On a blocking socket: waits for a datagram (for at most the socket's
+    /// `SO_RCVTIMEO`, then `WouldBlock`), and receives it with whatever else
+    /// is waiting then, up to the batch's size.
+    pub fn recv_wait(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.recv_with(fd, libc::MSG_WAITFORONE)
+    }
+
+    fn recv_with(&mut self, fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<usize> {
         let base = self.buf.as_mut_ptr();
         let slots = self.iov.iter_mut().zip(&mut self.hdr).zip(&mut self.names);
         for (i, (((iov, hdr), name), control)) in slots.zip(&mut self.control).enumerate() {
@@ -161,7 +198,7 @@ impl RecvBatch {
                 fd.as_raw_fd(),
                 self.hdr.as_mut_ptr(),
                 self.hdr.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };

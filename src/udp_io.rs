@@ -1,4 +1,5 @@
-//! A UDP socket that tokio watches for reading only.
+//! A UDP socket that tokio watches for reading only (the load generator's;
+//! the server's UDP sockets each have a blocking thread instead).
 //!
 //! tokio's `UdpSocket` registers with epoll for reading and writing. On
 //! loopback every send then signals `EPOLLOUT`, and each reply costs the

@@ -39,11 +39,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> io::Result<Ar
             tcp::serve_connection(stream, peer, config, stats.clone(), shutdown).await;
         }
         Ok(Type::DGRAM) => {
-            socket.set_nonblocking(true)?;
             udp::prepare(&socket);
-            let socket = crate::udp_io::UdpIo::new(socket.into())?;
             let seed = config.drop_seed.unwrap_or_else(rand::random);
-            udp::serve(socket, config, stats.clone(), seed, shutdown).await;
+            let stats = stats.clone();
+            tokio::task::spawn_blocking(move || {
+                udp::serve(socket.into(), config, stats, seed, shutdown);
+            })
+            .await
+            .map_err(io::Error::other)?;
         }
         Ok(other) => {
             return Err(io::Error::other(format!(

@@ -2,10 +2,12 @@
 //! sockets, [`run`] serves them until a shutdown token is cancelled.
 //!
 //! The caller binds, so tests can bind port 0 and a service manager could hand
-//! over sockets it opened itself. Each TCP listener and each UDP socket gets
-//! its own task on a multi-threaded tokio runtime; each TCP connection is a
-//! task of its own. Every task is tracked, so that after shutdown `run` can
-//! wait for replies in flight, up to [`Config::shutdown_timeout`].
+//! over sockets it opened itself. Each TCP listener gets its own task on a
+//! multi-threaded tokio runtime, and each TCP connection is a task of its own
+//! (until it idles: see `park`); each UDP socket gets a thread of its own from
+//! the runtime's blocking pool, blocking in `recvmmsg(2)`. Every task and
+//! thread is tracked, so that after shutdown `run` can wait for replies in
+//! flight, up to [`Config::shutdown_timeout`].
 
 pub mod activation;
 mod bind;
@@ -105,7 +107,7 @@ pub struct Config {
     /// Default: none (a random seed, logged at start).
     pub drop_seed: Option<u64>,
     /// UDP sockets per listen address. More than one share the port with
-    /// `SO_REUSEPORT`, each served by its own task, so UDP can use every
+    /// `SO_REUSEPORT`, each served by its own thread, so UDP can use every
     /// worker thread. Default: 1.
     pub udp_sockets: usize,
 }
@@ -217,17 +219,12 @@ pub async fn run(
         );
     }
     for (index, socket) in listeners.udp.into_iter().enumerate() {
-        let socket = crate::udp_io::UdpIo::new(socket)?;
         tracing::debug!(local = ?socket.local_addr(), "serving UDP datagrams");
         // One generator per socket: the pattern on each is reproducible
         // whatever the traffic on the others.
-        tracker.spawn(udp::serve(
-            socket,
-            config.clone(),
-            stats.clone(),
-            drop_seed.wrapping_add(index as u64),
-            shutdown.clone(),
-        ));
+        let (config, stats, shutdown) = (config.clone(), stats.clone(), shutdown.clone());
+        let seed = drop_seed.wrapping_add(index as u64);
+        tracker.spawn_blocking(move || udp::serve(socket, config, stats, seed, shutdown));
     }
     tracker.close();
 
