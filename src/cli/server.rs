@@ -45,7 +45,7 @@ pub struct Args {
     /// Close a TCP connection after this long with nothing received
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().idle_timeout.into())]
     idle_timeout: humantime::Duration,
-    /// Move a TCP connection silent this long out of its task into the server's idle set (a quarter of the memory); 0: never
+    /// Move a TCP connection silent this long out of its task into the server's idle set (about 0.2 KB instead of 1.4 KB); 0: never
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().park_after.into())]
     park_after: humantime::Duration,
     /// Close a TCP connection whose client reads nothing of a reply for this long
