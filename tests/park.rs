@@ -110,6 +110,10 @@ fn idle_connections_are_parked_answered_parked_again_and_closed_at_shutdown() {
     assert_eq!(counter(&stderr, "tcp_lines_out"), 120);
     assert_eq!(counter(&stderr, "tcp_idle_closed"), 0);
     assert_eq!(counter(&stderr, "tcp_errors"), 0);
+    // Parked at least three times each (the silent ones once); a slow
+    // machine may make one park between the two writes of a line as well.
+    let parks = counter(&stderr, "tcp_parks");
+    assert!(parks >= 40 * 3 + 10, "{parks} parks");
 }
 
 #[test]
@@ -183,4 +187,48 @@ fn park_after_zero_keeps_every_connection_in_its_task() {
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
     assert_eq!(counter(&stderr, "tcp_parked"), 0);
+}
+
+#[test]
+fn connections_that_speak_around_the_parking_moment_lose_nothing() {
+    // Gaps of 0 to 120 ms against --park-after 50ms: lines arrive while a
+    // connection is in its task, on its way into the idle set, parked, and
+    // on its way back.
+    let (server, _metrics) = server_with_metrics(&["--tcp", "--park-after", "50ms"]);
+    let addr = server.tcp4();
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut streams: Vec<TcpStream> = (0..25).map(|_| connect(addr)).collect();
+                let mut seed = w + 1;
+                for round in 0..10 {
+                    for (i, stream) in streams.iter_mut().enumerate() {
+                        // xorshift: a reproducible spread of gaps.
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        if seed % 5 == 0 {
+                            std::thread::sleep(Duration::from_millis(seed % 120));
+                        }
+                        let line = format!("w{w} c{i} r{round} ß\n");
+                        let want = format!("W{w} C{i} R{round} SS\n");
+                        exchange(stream, line.as_bytes(), want.as_bytes());
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("every reply right");
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(counter(&stderr, "tcp_lines_in"), 1000);
+    assert_eq!(counter(&stderr, "tcp_lines_out"), 1000);
+    assert_eq!(counter(&stderr, "tcp_errors"), 0);
+    assert_eq!(counter(&stderr, "tcp_open"), 0);
+    assert_eq!(counter(&stderr, "tcp_parked"), 0);
+    // The gaps did make connections park, and come back, along the way.
+    let parks = counter(&stderr, "tcp_parks");
+    assert!(parks >= 10, "only {parks} parks");
 }

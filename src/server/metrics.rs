@@ -59,6 +59,13 @@ impl Collector for StatsCollector {
                 series: &[("", &s.tcp_parked)],
             },
             Family {
+                name: "tcp_parks",
+                help: "Times an idle TCP connection was parked",
+                kind: Counter,
+                label: None,
+                series: &[("", &s.tcp_parks)],
+            },
+            Family {
                 name: "tcp_connections_refused",
                 help: "TCP connections refused, by reason",
                 kind: Counter,

@@ -14,6 +14,9 @@ pub struct Stats {
     /// Of the open TCP connections, those parked now: idle, held in the idle
     /// set without a task (a gauge).
     pub tcp_parked: AtomicU64,
+    /// Times a TCP connection was parked (a counter: one connection may park
+    /// many times).
+    pub tcp_parks: AtomicU64,
     /// TCP connections refused because [`super::Config::max_connections`] were open.
     pub tcp_refused_busy: AtomicU64,
     /// TCP connections refused by [`super::Config::max_connections_per_source`].
@@ -90,6 +93,7 @@ impl Stats {
             ("tcp_connections", &self.tcp_connections),
             ("tcp_open", &self.tcp_open),
             ("tcp_parked", &self.tcp_parked),
+            ("tcp_parks", &self.tcp_parks),
             ("tcp_refused_busy", &self.tcp_refused_busy),
             ("tcp_refused_per_source", &self.tcp_refused_per_source),
             ("tcp_refused_denied", &self.tcp_refused_denied),

@@ -451,6 +451,7 @@ impl Connection {
         match stream.into_std() {
             Ok(stream) => {
                 Stats::add(&shared.stats.tcp_parked, 1);
+                Stats::add(&shared.stats.tcp_parks, 1);
                 tracing::trace!(%peer, "connection parked");
                 place.send(Parked {
                     stream,
