@@ -108,7 +108,7 @@ pub struct Config {
     pub drop_seed: Option<u64>,
     /// UDP sockets per listen address. More than one share the port with
     /// `SO_REUSEPORT`, each served by its own thread, so UDP can use every
-    /// worker thread. Default: 1.
+    /// core. Default: 1.
     pub udp_sockets: usize,
 }
 
