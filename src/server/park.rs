@@ -152,7 +152,8 @@ pub(super) async fn run(mut incoming: mpsc::Receiver<Parked>, shared: Arc<Shared
 /// freed memory that is not at the top of the heap, so after a burst of
 /// thousands of connections going idle the server would hold its peak
 /// memory for good. `malloc_trim(3)` releases every whole free page, in every
-/// arena; it takes a few milliseconds for a heap of tens of megabytes, and
+/// arena; it takes well under a millisecond for a heap of tens of megabytes
+/// (0.3 ms measured for 27 MB of 160-byte blocks, seven in eight freed), and
 /// runs at most once per [`RELEASE_DELAY`], after [`RELEASE_AFTER_PARKED`]
 /// connections have parked. Other allocators return memory on their own.
 fn release_freed_memory() {
