@@ -28,26 +28,9 @@ impl UdpIo {
         Ok(UdpIo(watch(socket, Interest::READABLE)?))
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().local_addr()
-    }
-
     /// Sets the only peer the socket sends to and receives from.
     pub fn connect(&self, peer: SocketAddr) -> io::Result<()> {
         self.0.get_ref().connect(peer)
-    }
-
-    /// Waits until datagrams are queued and receives a batch of them (see
-    /// [`try_recv`](Self::try_recv)). Cancel-safe: nothing is received until
-    /// the wait is over.
-    pub async fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        loop {
-            self.readable().await?;
-            match self.try_recv(batch) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return result,
-            }
-        }
     }
 
     /// Waits until tokio has seen the socket readable.
@@ -106,18 +89,29 @@ fn watch(socket: UdpSocket, interest: Interest) -> io::Result<AsyncFd<UdpSocket>
 mod tests {
     use super::*;
 
+    /// Waits for datagrams and receives a batch, as the bench's loop does.
+    async fn recv(socket: &UdpIo, batch: &mut RecvBatch) -> io::Result<usize> {
+        loop {
+            socket.readable().await?;
+            match socket.try_recv(batch) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn receives_what_arrives_and_waits_for_room_to_send() {
         let socket = UdpIo::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = socket.local_addr().unwrap();
+        let to = socket.0.get_ref().local_addr().unwrap();
         for i in 0..3u8 {
             peer.send_to(&[i], to).unwrap();
         }
         let mut batch = RecvBatch::new(8, 64);
         let mut got = Vec::new();
         while got.len() < 3 {
-            let n = socket.recv(&mut batch).await.unwrap();
+            let n = recv(&socket, &mut batch).await.unwrap();
             for i in 0..n {
                 got.extend(batch.datagrams(i).map(|(d, _)| d.to_vec()));
             }
@@ -127,7 +121,7 @@ mod tests {
         // socket still receives afterwards.
         socket.writable().await.unwrap();
         peer.send_to(b"after", to).unwrap();
-        let n = socket.recv(&mut batch).await.unwrap();
+        let n = recv(&socket, &mut batch).await.unwrap();
         assert_eq!(n, 1);
         assert_eq!(batch.datagrams(0).next().unwrap().0, b"after");
     }
