@@ -376,7 +376,6 @@ impl Connection {
     /// Serves the connection until it ends or is parked.
     async fn serve(mut self) {
         let peer = self.peer;
-        let stats = self.shared.stats.clone();
         let accepted = matches!(self.origin, Origin::Accepted { .. });
         // Small replies go out at once rather than waiting on Nagle's
         // algorithm for the client's delayed ACK.
@@ -385,7 +384,6 @@ impl Connection {
         {
             tracing::debug!(%peer, error = %e, "TCP_NODELAY");
         }
-        let stats = &*stats;
         let mut kept_deadline = None;
         loop {
             match self.exchange(kept_deadline.take()).await {
@@ -402,25 +400,25 @@ impl Connection {
                 Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
                 Ok(End::Shutdown) => tracing::trace!(%peer, "connection closed for shutdown"),
                 Ok(End::LineTooLong) => {
-                    Stats::add(&stats.tcp_line_too_long, 1);
+                    Stats::add(&self.shared.stats.tcp_line_too_long, 1);
                     tracing::debug!(%peer, "connection closed: count line too long");
                 }
                 Ok(End::Idle) => {
-                    Stats::add(&stats.tcp_idle_closed, 1);
+                    Stats::add(&self.shared.stats.tcp_idle_closed, 1);
                     tracing::debug!(%peer, "connection closed: idle");
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    Stats::add(&stats.tcp_write_stalled, 1);
+                    Stats::add(&self.shared.stats.tcp_write_stalled, 1);
                     tracing::debug!(%peer, "connection closed: client stopped reading");
                 }
                 Err(e) => {
-                    Stats::add(&stats.tcp_errors, 1);
+                    Stats::add(&self.shared.stats.tcp_errors, 1);
                     tracing::debug!(%peer, error = %e, "connection closed on error");
                 }
             }
             break;
         }
-        Stats::sub(&stats.tcp_open, 1);
+        Stats::sub(&self.shared.stats.tcp_open, 1);
     }
 
     /// Hands the connection to the idle set, to come back in a new task when
@@ -493,24 +491,29 @@ impl Connection {
         // shared by every connection, twice per message.
         let shutdown = self.shared.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
-        let config = self.shared.config.clone();
+        let Config {
+            idle_timeout,
+            park_after,
+            count_pause,
+            ..
+        } = *self.shared.config;
         // Only accepted connections are parked: an inherited socket may
         // share its descriptor with stdout.
         let may_park = self.shared.lot.is_some()
             && matches!(self.origin, Origin::Accepted { .. })
-            && !config.park_after.is_zero()
-            && config.park_after < config.idle_timeout;
+            && !park_after.is_zero()
+            && park_after < idle_timeout;
         let mut idle_deadline = idle_deadline;
         loop {
             let armed = tokio::time::Instant::now();
             let (deadline, on_time) = if let Some(deadline) = idle_deadline.take() {
                 (deadline, Event::Idle)
-            } else if replier.awaits_pause() && config.count_pause < config.idle_timeout {
-                (armed + config.count_pause, Event::Pause)
+            } else if replier.awaits_pause() && count_pause < idle_timeout {
+                (armed + count_pause, Event::Pause)
             } else if may_park && replier.holds_nothing() {
-                (armed + config.park_after, Event::Park)
+                (armed + park_after, Event::Park)
             } else {
-                (armed + config.idle_timeout, Event::Idle)
+                (armed + idle_timeout, Event::Idle)
             };
             timer.as_mut().reset(deadline);
             let event = poll_fn(|cx| {
@@ -543,7 +546,7 @@ impl Connection {
                 }
                 // Nothing held back, nothing to write: the connection leaves
                 // this task as it is.
-                Event::Park => return Ok(End::Park(armed + config.idle_timeout)),
+                Event::Park => return Ok(End::Park(armed + idle_timeout)),
                 // Closing for either reason: whatever is held back (part of
                 // a character, an open `count` line) is answered first.
                 Event::Shutdown => {
