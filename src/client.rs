@@ -23,7 +23,7 @@ use crate::protocol::{DATAGRAM_BUFFER_BYTES, MAX_DATAGRAM_BYTES_V4, MAX_DATAGRAM
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The host name did not resolve.
-    #[error("cannot resolve host '{host}'")]
+    #[error("cannot resolve host '{host}'{}", port_hint(host))]
     Resolve {
         /// The name given.
         host: String,
@@ -108,6 +108,24 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ClientError> {
         return Err(ClientError::NoAddress(host.to_owned()));
     }
     Ok(addrs)
+}
+
+/// For a host that did not resolve and reads as `HOST:PORT` (or
+/// `[IPV6]:PORT`): how to give the port instead, since the port is an option
+/// of its own here, as in `nc` and `ping`. Empty otherwise.
+fn port_hint(host: &str) -> String {
+    let split = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:"),
+        None => host
+            .rsplit_once(':')
+            .filter(|(name, _)| !name.contains(':')),
+    };
+    match split {
+        Some((name, port)) if !name.is_empty() && port.parse::<u16>().is_ok() => {
+            format!(" (to give the port, write: {name} -p {port})")
+        }
+        _ => String::new(),
+    }
 }
 
 /// The unspecified local address of `addr`'s family, any port: what a client
@@ -465,5 +483,39 @@ impl UdpClient {
             self.recent.pop_front();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_hint;
+
+    #[test]
+    fn a_host_written_with_its_port_gets_a_hint() {
+        assert_eq!(
+            port_hint("127.0.0.1:12000"),
+            " (to give the port, write: 127.0.0.1 -p 12000)"
+        );
+        assert_eq!(
+            port_hint("example.org:80"),
+            " (to give the port, write: example.org -p 80)"
+        );
+        assert_eq!(port_hint("[::1]:7"), " (to give the port, write: ::1 -p 7)");
+    }
+
+    #[test]
+    fn anything_else_gets_none() {
+        for host in [
+            "no-such-host.invalid",
+            "fe80::1",
+            "::1:99",
+            "host:http",
+            "host:99999",
+            ":80",
+            "[::1]",
+            "[]:80",
+        ] {
+            assert_eq!(port_hint(host), "", "{host}");
+        }
     }
 }

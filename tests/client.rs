@@ -131,6 +131,19 @@ fn unknown_host_and_bad_port_are_one_clear_error_not_a_panic() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
+    // The port written after the host, as some tools take it: the error says
+    // how to give it here.
+    let out = run_with_input(client(&["127.0.0.1:12000"]), b"hello\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(
+            "upcase: cannot resolve host '127.0.0.1:12000' (to give the port, write: 127.0.0.1 -p 12000): "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
     for bad in ["99999", "-1", "http"] {
         let out = run_with_input(client(&["--port", bad]), b"");
         assert_eq!(out.status.code(), Some(2), "{bad}");
