@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -66,16 +67,23 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Completions { shell } => {
             let mut command = cli::settings::with_env(Cli::command());
-            clap_complete::generate(shell, &mut command, "upcase", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
+            // Generated whole first: `generate` panics if a write fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "upcase", &mut script);
+            cli::output::Output::new()
+                .write_all(&script)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
         }
         Command::Manpage => clap_mangen::Man::new(cli::settings::with_env(Cli::command()))
-            .render(&mut std::io::stdout())
+            .render(&mut cli::output::Output::new())
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,
+        // The reader of the output left (`| head`): nothing to report to.
+        Err(e) if cli::output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("upcase: {e:#}");
             ExitCode::FAILURE

@@ -189,7 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         !args.json && std::io::stderr().is_terminal(),
     )?;
 
-    let mut out = std::io::stdout();
+    let mut out = super::output::Output::new();
     if args.json {
         let c = &config;
         let doc = JsonReport {

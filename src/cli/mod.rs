@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod output;
 pub mod ping;
 pub mod server;
 pub mod settings;

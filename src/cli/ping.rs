@@ -185,7 +185,7 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
     let text = !args.json;
     let verbose = text && !args.quiet;
     let probe_bytes = probe(1, unix_now(), args.size).len();
-    let mut out = std::io::stdout();
+    let mut out = super::output::Output::new();
     if text {
         writeln!(
             out,

@@ -257,13 +257,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let signals = Signals::new().context("installing signal handlers")?;
         tokio::spawn(signals.watch(shutdown.clone()));
         let stats = Arc::new(Stats::default());
-        println!("The server is ready to receive");
+        let mut lines = vec!["The server is ready to receive".to_owned()];
         for (proto, addr) in listeners.local_addrs()? {
-            println!("listening on {proto} {addr}");
+            lines.push(format!("listening on {proto} {addr}"));
         }
+        let metrics = metrics.map(tokio::net::TcpListener::from_std).transpose()?;
+        if let Some(listener) = &metrics {
+            lines.push(format!(
+                "metrics on http://{}/metrics",
+                listener.local_addr()?
+            ));
+        }
+        super::output::announce(&lines);
         if let Some(listener) = metrics {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            println!("metrics on http://{}/metrics", listener.local_addr()?);
             tokio::spawn(server::http::serve(
                 listener,
                 stats.clone(),

@@ -1,0 +1,82 @@
+//! Standard output whose reader may leave first (`upcase ping host | head -1`).
+//!
+//! Rust ignores SIGPIPE, so that a peer closing a socket cannot kill the
+//! process; a write to a closed pipe then fails with `EPIPE` instead. The
+//! tools end quietly on it, as a filter killed by SIGPIPE would, and the
+//! server, whose stdout only announces where it listens, goes on serving.
+
+use std::io::{self, Write};
+
+/// The reader of standard output is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed")]
+pub struct OutputClosed;
+
+/// Standard output, its `EPIPE` turned into [`OutputClosed`] so that it is
+/// told apart from a socket's (see [`is_closed`]).
+pub struct Output(io::Stdout);
+
+impl Output {
+    pub fn new() -> Output {
+        Output(io::stdout())
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(mark)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(mark)
+    }
+}
+
+fn mark(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        io::Error::new(io::ErrorKind::BrokenPipe, OutputClosed)
+    } else {
+        e
+    }
+}
+
+/// Whether `e` is, or was caused by, writing to a closed standard output.
+pub fn is_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.is::<OutputClosed>()
+            || cause
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<OutputClosed>())
+    })
+}
+
+/// Writes the server's announcements (ready, addresses). Unlike `println!`,
+/// which panics, a closed stdout is logged once and the server goes on.
+pub fn announce(lines: &[String]) {
+    let mut out = io::stdout().lock();
+    let written = lines
+        .iter()
+        .try_for_each(|line| writeln!(out, "{line}"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot write to stdout; serving on");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_output_is_told_apart_from_other_broken_pipes() {
+        let closed = anyhow::Error::from(mark(io::Error::from(io::ErrorKind::BrokenPipe)));
+        assert!(is_closed(&closed));
+        assert!(is_closed(&closed.context("printing the report")));
+
+        let socket = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(!is_closed(&socket));
+        let other = anyhow::Error::from(mark(io::Error::from(io::ErrorKind::StorageFull)));
+        assert!(!is_closed(&other));
+    }
+}
