@@ -40,7 +40,7 @@ fn a_port_in_use_is_one_clear_error() {
 
 #[test]
 fn bad_options_are_rejected_with_the_reason() {
-    let table: [(&[&str], &str); 5] = [
+    let table: [(&[&str], &str); 7] = [
         (&["--transform", "shout"], "unknown transform 'shout'"),
         (
             &["--transform", "count:ab"],
@@ -51,6 +51,14 @@ fn bad_options_are_rejected_with_the_reason() {
             "is not an IP address or IP:PORT",
         ),
         (&["--idle-timeout", "soon"], "invalid value 'soon'"),
+        (
+            &["--idle-timeout", "0s"],
+            "0 would close every connection at once",
+        ),
+        (
+            &["--write-timeout", "0"],
+            "0 would close every connection at once",
+        ),
         (
             &["--reuseport", "--tcp"],
             "'--reuseport' cannot be used with '--tcp'",

@@ -43,13 +43,13 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().count_max_line_bytes)]
     count_max_line_bytes: usize,
     /// Close a TCP connection after this long with nothing received
-    #[arg(long, value_name = "DURATION", default_value_t = Config::default().idle_timeout.into())]
+    #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().idle_timeout.into())]
     idle_timeout: humantime::Duration,
     /// Move a TCP connection silent this long out of its task into the server's idle set (about 0.2 KB instead of 1.4 KB); 0: never
     #[arg(long, value_name = "DURATION", default_value_t = Config::default().park_after.into())]
     park_after: humantime::Duration,
     /// Close a TCP connection whose client reads nothing of a reply for this long
-    #[arg(long, value_name = "DURATION", default_value_t = Config::default().write_timeout.into())]
+    #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().write_timeout.into())]
     write_timeout: humantime::Duration,
     /// At most this many open TCP connections; more are told "busy" and closed
     #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
@@ -194,6 +194,16 @@ impl Args {
             udp_sockets: 1,
         }
     }
+}
+
+/// A timeout that closes connections: 0 would close every one at once, so it
+/// is refused rather than taken (there is no "never"; give a long one).
+fn longer_than_zero(s: &str) -> Result<humantime::Duration, String> {
+    let d = super::parse_duration(s)?;
+    if d.is_zero() {
+        return Err("0 would close every connection at once (give e.g. 1h)".into());
+    }
+    Ok(d.into())
 }
 
 /// Runs the server until a signal stops it.
