@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Server, run_with_input, upcase};
+use std::io::{BufRead, BufReader};
+
+use common::{Server, run_with_input, upcase, wait_output};
 
 #[test]
 fn defaults_listen_on_every_ipv6_and_ipv4_address_tcp_and_udp() {
@@ -72,4 +74,35 @@ fn bad_options_are_rejected_with_the_reason() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn an_address_given_twice_is_listened_on_once() {
+    let mut command = upcase();
+    command.args(["server", "--port", "0", "--tcp"]);
+    command.args(["--listen", "127.0.0.1", "--listen", "127.0.0.1"]);
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    // The ready line comes after every listener is bound.
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "The server is ready to receive\n");
+    // SAFETY: kill(2) on a child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::from_utf8(stdout.buffer().to_vec()).unwrap();
+    child.stdout = Some(stdout.into_inner());
+    let out = wait_output(child);
+    assert!(out.status.success(), "{out:?}");
+    rest.push_str(&String::from_utf8(out.stdout).unwrap());
+    let listening: Vec<&str> = rest.lines().collect();
+    assert_eq!(listening.len(), 1, "{rest}");
+    assert!(
+        listening[0].starts_with("listening on tcp 127.0.0.1:"),
+        "{rest}"
+    );
 }

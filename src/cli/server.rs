@@ -160,13 +160,18 @@ impl Args {
         let listen = if self.listen.is_empty() {
             server::default_listen(self.port)
         } else {
-            self.listen
-                .iter()
-                .map(|l| match *l {
+            let mut listen = Vec::new();
+            for l in &self.listen {
+                let addr = match *l {
                     ListenArg::Ip(ip) => SocketAddr::new(ip, self.port),
                     ListenArg::Socket(addr) => addr,
-                })
-                .collect()
+                };
+                // The same address twice would fail to bind the second time.
+                if !listen.contains(&addr) {
+                    listen.push(addr);
+                }
+            }
+            listen
         };
         Config {
             listen,
