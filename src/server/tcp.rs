@@ -217,9 +217,11 @@ pub(super) async fn serve_connection(
         .await;
 }
 
-/// Newline bytes in `bytes`: the lines a read or write carried.
+/// Newline bytes in `bytes`: the lines a read or write carried. A SIMD
+/// count (`bytecount`): searching newline by newline (`memchr_iter`) took a
+/// tenth of the server's time when streaming short lines.
 fn count_lines(bytes: &[u8]) -> u64 {
-    memchr::memchr_iter(b'\n', bytes).count() as u64
+    bytecount::count(bytes, b'\n') as u64
 }
 
 /// One accepted connection.
