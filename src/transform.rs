@@ -170,13 +170,13 @@ fn map_str(case: Case, s: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the ASCII bytes `ascii` to `out`, case-mapped in place.
+/// Appends the ASCII bytes `ascii` to `out`, case-mapped as they are copied:
+/// one pass, which the compiler vectorizes (a copy, then mapping in place,
+/// took two).
 fn map_ascii(case: Case, ascii: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(ascii);
     match case {
-        Case::Upper => out[start..].make_ascii_uppercase(),
-        Case::Lower => out[start..].make_ascii_lowercase(),
+        Case::Upper => out.extend(ascii.iter().map(u8::to_ascii_uppercase)),
+        Case::Lower => out.extend(ascii.iter().map(u8::to_ascii_lowercase)),
     }
 }
 
