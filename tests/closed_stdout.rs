@@ -6,25 +6,27 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
 use common::{PATIENCE, Server, free_port, upcase, wait_output};
 
-/// Runs `command` with stdout a pipe whose reading end is already closed,
+/// Starts `command` with stdout a pipe whose reading end is already closed,
 /// so its first write fails with `EPIPE`.
-fn run_with_closed_stdout(mut command: Command) -> Output {
+fn spawn_with_closed_stdout(mut command: Command) -> Child {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let child = command
+    command
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
-    // Drop the command too: it holds the writing end's last other copy.
-    drop(command);
-    wait_output(child)
+        .expect("spawn")
+    // The command is dropped here with its copy of the writing end.
+}
+
+fn run_with_closed_stdout(command: Command) -> Output {
+    wait_output(spawn_with_closed_stdout(command))
 }
 
 fn assert_quiet_success(out: &Output, what: &str) {
@@ -70,15 +72,7 @@ fn the_server_serves_on_and_says_why_it_printed_nothing() {
         "--port",
         &port.to_string(),
     ]);
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    drop(command);
+    let mut child = spawn_with_closed_stdout(command);
 
     // With nothing printed, the server is ready once it accepts.
     let started = Instant::now();
