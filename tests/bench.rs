@@ -221,6 +221,14 @@ fn bad_options_are_one_clear_line() {
             &["127.0.0.1", "--udp", "--rate=0"][..],
             "--rate must be a positive number",
         ),
+        (
+            &["127.0.0.1", "--udp", "-n", "0"][..],
+            "--messages must be at least 1",
+        ),
+        (
+            &["127.0.0.1", "--tcp", "-d", "0s"][..],
+            "--duration must be longer than 0",
+        ),
     ] {
         let mut command = upcase();
         command.arg("bench").args(args);

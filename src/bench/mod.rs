@@ -97,6 +97,13 @@ impl Config {
         if self.connections == 0 || self.pipeline == 0 || self.threads == 0 {
             return Err("connections, pipeline and threads must each be at least 1".into());
         }
+        match self.stop {
+            Stop::Count(0) => return Err("--messages must be at least 1".into()),
+            Stop::After(d) if d.is_zero() => {
+                return Err("--duration must be longer than 0".into());
+            }
+            _ => {}
+        }
         if self.transport == Transport::TcpOneshot && self.pipeline != 1 {
             return Err("oneshot sends one request per connection: --pipeline must be 1".into());
         }
