@@ -289,3 +289,26 @@ fn ctrl_c_prints_the_summary_and_exits_like_ping() {
     assert!(text.contains("rtt min/avg/max/mdev = "), "{text}");
     assert!(text.contains("rtt p50/p90/p99 = "), "{text}");
 }
+
+#[test]
+fn a_probe_larger_than_a_datagram_is_refused_before_sending() {
+    let server = Server::start(&["--udp"]);
+    let port = server.port().to_string();
+    let mut command = upcase();
+    command.args(["ping", "127.0.0.1", "-p", &port, "-c", "1", "-s", "65508"]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing sent, nothing printed");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!(
+            "upcase: a probe of 65508 bytes is larger than the largest UDP datagram to 127.0.0.1:{port} (65507 bytes)\n"
+        )
+    );
+
+    // The largest that fits goes through, and comes back whole.
+    let (code, doc) = ping_json(&port, &["-c", "1", "-s", "65507"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(count(&doc, "received"), 1, "{doc}");
+}
