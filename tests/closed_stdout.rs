@@ -13,11 +13,11 @@ use common::{PATIENCE, Server, free_port, upcase, wait_output};
 
 /// Starts `command` with stdout a pipe whose reading end is already closed,
 /// so its first write fails with `EPIPE`.
-fn spawn_with_closed_stdout(mut command: Command) -> Child {
+fn spawn_with_closed_stdout(mut command: Command, stdin: Stdio) -> Child {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()
@@ -26,7 +26,7 @@ fn spawn_with_closed_stdout(mut command: Command) -> Child {
 }
 
 fn run_with_closed_stdout(command: Command) -> Output {
-    wait_output(spawn_with_closed_stdout(command))
+    wait_output(spawn_with_closed_stdout(command, Stdio::null()))
 }
 
 fn assert_quiet_success(out: &Output, what: &str) {
@@ -52,6 +52,14 @@ fn the_tools_end_quietly() {
     bench.args(["bench", "127.0.0.1", "-p", &port, "--udp", "-n", "100"]);
     assert_quiet_success(&run_with_closed_stdout(bench), "bench");
 
+    let mut client = upcase();
+    client.args(["client", "127.0.0.1", "-p", &port]);
+    let mut child = spawn_with_closed_stdout(client, Stdio::piped());
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"one\ntwo\n").unwrap();
+    drop(stdin);
+    assert_quiet_success(&wait_output(child), "client");
+
     let mut manpage = upcase();
     manpage.arg("manpage");
     assert_quiet_success(&run_with_closed_stdout(manpage), "manpage");
@@ -72,7 +80,7 @@ fn the_server_serves_on_and_says_why_it_printed_nothing() {
         "--port",
         &port.to_string(),
     ]);
-    let mut child = spawn_with_closed_stdout(command);
+    let mut child = spawn_with_closed_stdout(command, Stdio::null());
 
     // With nothing printed, the server is ready once it accepts.
     let started = Instant::now();

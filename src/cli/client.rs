@@ -75,7 +75,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let interactive = io::stdin().is_terminal();
     let mut input = io::stdin().lock();
-    let mut stdout = io::stdout().lock();
+    // A reader of stdout that leaves (`| head`) ends the client quietly.
+    let mut stdout = super::output::Output::new();
     let mut line = Vec::new();
     let mut failed = false;
     loop {
@@ -99,10 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        match print_reply(&mut stdout, &reply) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-            other => other?,
-        }
+        print_reply(&mut stdout, &reply)?;
         if !reply.complete {
             eprintln!(
                 "upcase: warning: the server closed the connection before ending its reply with a newline; it may be incomplete"
