@@ -229,6 +229,10 @@ fn bad_options_are_one_clear_line() {
             &["127.0.0.1", "--tcp", "-d", "0s"][..],
             "--duration must be longer than 0",
         ),
+        (
+            &["127.0.0.1", "--udp", "--timeout", "0"][..],
+            "must be longer than 0",
+        ),
     ] {
         let mut command = upcase();
         command.arg("bench").args(args);

@@ -144,6 +144,16 @@ fn unknown_host_and_bad_port_are_one_clear_error_not_a_panic() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
+    let out = run_with_input(client(&["--timeout", "0s"]), b"hello\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(
+            "error: invalid value '0s' for '--timeout <DURATION>': must be longer than 0"
+        ),
+        "{stderr}"
+    );
+
     for bad in ["99999", "-1", "http"] {
         let out = run_with_input(client(&["--port", bad]), b"");
         assert_eq!(out.status.code(), Some(2), "{bad}");

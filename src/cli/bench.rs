@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ExpectArg::Upper)]
     expect: ExpectArg,
     /// How long a request may await its reply before it counts as lost
-    #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = super::parse_nonzero_duration)]
     timeout: Duration,
     /// Threads generating load
     #[arg(long, default_value_t = 1)]

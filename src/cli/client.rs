@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     tcp: bool,
     /// How long to wait for a reply: per try over UDP [default: 1s]; to connect and per silence over TCP [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_nonzero_duration)]
     timeout: Option<Duration>,
     /// UDP: send a line this many more times when no reply comes
     #[arg(long, value_name = "N", default_value_t = 3)]

@@ -15,6 +15,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 2s, 1m)"))
 }
 
+/// Parses a duration that must be longer than 0, such as a timeout (for
+/// clap's `value_parser`).
+pub fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than 0".into()),
+        d => Ok(d),
+    }
+}
+
 /// Logging options, accepted before or after the subcommand.
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {

@@ -204,11 +204,9 @@ impl Args {
 /// A timeout that closes connections: 0 would close every one at once, so it
 /// is refused rather than taken (there is no "never"; give a long one).
 fn longer_than_zero(s: &str) -> Result<humantime::Duration, String> {
-    let d = super::parse_duration(s)?;
-    if d.is_zero() {
-        return Err("0 would close every connection at once (give e.g. 1h)".into());
-    }
-    Ok(d.into())
+    super::parse_nonzero_duration(s)
+        .map(Into::into)
+        .map_err(|e| format!("{e}: 0 would close every connection at once (give e.g. 1h)"))
 }
 
 /// Runs the server until a signal stops it.
