@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1", value_parser = parse_seconds)]
     interval: Duration,
     /// How long to wait for each reply, in seconds (0.5) or with a unit (500ms)
-    #[arg(short = 'W', long, value_name = "TIMEOUT", default_value = "1", value_parser = parse_seconds)]
+    #[arg(short = 'W', long, value_name = "TIMEOUT", default_value = "1", value_parser = parse_timeout)]
     timeout: Duration,
     /// Pad each probe to this many bytes (never shorter than `Ping <seq> <time>`)
     #[arg(short = 's', long, value_name = "SIZE", default_value_t = 0)]
@@ -83,6 +83,16 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
             .map_err(|_| format!("'{s}' is not a duration of zero or more seconds"));
     }
     super::parse_duration(s)
+}
+
+/// A reply timeout: seconds as [`parse_seconds`] takes them, but not 0
+/// (ping(8) takes `-W 0` for "wait forever"; here every probe needs a
+/// deadline to be called lost, so 0 is refused rather than misread).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_seconds(s)? {
+        d if d.is_zero() => Err("must be longer than 0".into()),
+        d => Ok(d),
+    }
 }
 
 /// The JSON document `--json` prints.
@@ -459,5 +469,9 @@ mod tests {
         assert_eq!(parse_seconds("150ms"), Ok(Duration::from_millis(150)));
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("soon").is_err());
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("0"), Err("must be longer than 0".into()));
+        assert_eq!(parse_timeout("0ms"), Err("must be longer than 0".into()));
     }
 }
