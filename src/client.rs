@@ -367,8 +367,9 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// The text of an error without the "(os error N)" suffix.
-fn error_text(e: &io::Error) -> String {
+/// The text of an error without the "(os error N)" suffix, as the client
+/// and ping print it (`connection refused`).
+pub fn error_text(e: &io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_lowercase(),

@@ -312,3 +312,27 @@ fn a_probe_larger_than_a_datagram_is_refused_before_sending() {
     assert_eq!(code, 0, "{doc}");
     assert_eq!(count(&doc, "received"), 1, "{doc}");
 }
+
+#[test]
+fn tcp_to_a_closed_port_is_one_plain_line() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut command = upcase();
+    command.args([
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--tcp",
+        "-c",
+        "1",
+    ]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("upcase: cannot connect to tcp 127.0.0.1:{port}: connection refused\n")
+    );
+}

@@ -225,7 +225,9 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
                     humantime::format_duration(args.timeout)
                 )
             })?
-            .with_context(|| format!("cannot connect to tcp {addr}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot connect to tcp {addr}: {}", client::error_text(&e))
+            })?;
         stream.set_nodelay(true)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         connect_ms = Some(ms);
