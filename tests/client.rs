@@ -120,39 +120,42 @@ fn tcp_reports_connection_refused_in_one_line() {
     );
 }
 
+/// Runs the client with `args` and a line of input; returns its stderr after
+/// checking its exit code.
+fn client_error(args: &[&str], code: i32) -> String {
+    let out = run_with_input(client(args), b"hello\n");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    stderr
+}
+
 #[test]
 fn unknown_host_and_bad_port_are_one_clear_error_not_a_panic() {
-    let out = run_with_input(client(&["no-such-host.invalid"]), b"");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.starts_with("upcase: cannot resolve host 'no-such-host.invalid': "),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-
-    // The port written after the host, as some tools take it: the error says
-    // how to give it here.
-    let out = run_with_input(client(&["127.0.0.1:12000"]), b"hello\n");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.starts_with(
-            "upcase: cannot resolve host '127.0.0.1:12000' (to give the port, write: 127.0.0.1 -p 12000): "
+    for (args, code, starts) in [
+        (
+            &["no-such-host.invalid"][..],
+            1,
+            "upcase: cannot resolve host 'no-such-host.invalid': ",
         ),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-
-    let out = run_with_input(client(&["--timeout", "0s"]), b"hello\n");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.starts_with(
-            "error: invalid value '0s' for '--timeout <DURATION>': must be longer than 0"
+        // The port written after the host, as some tools take it: the error
+        // says how to give it here.
+        (
+            &["127.0.0.1:12000"][..],
+            1,
+            "upcase: cannot resolve host '127.0.0.1:12000' (to give the port, write: 127.0.0.1 -p 12000): ",
         ),
-        "{stderr}"
-    );
+        (
+            &["--timeout", "0s"][..],
+            2,
+            "error: invalid value '0s' for '--timeout <DURATION>': must be longer than 0\n",
+        ),
+    ] {
+        let stderr = client_error(args, code);
+        assert!(stderr.starts_with(starts), "{stderr}");
+        if code == 1 {
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        }
+    }
 
     for bad in ["99999", "-1", "http"] {
         let out = run_with_input(client(&["--port", bad]), b"");
