@@ -17,7 +17,7 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use crate::protocol::{DATAGRAM_BUFFER_BYTES, MAX_DATAGRAM_BYTES_V4, MAX_DATAGRAM_BYTES_V6};
+use crate::protocol::{DATAGRAM_BUFFER_BYTES, max_datagram_bytes};
 
 /// Why a request got no reply.
 #[derive(Debug, thiserror::Error)]
@@ -413,11 +413,7 @@ impl UdpClient {
         let mut failures = Vec::new();
         for i in 0..self.addrs.len() {
             let addr = self.addrs[i];
-            let max = if addr.is_ipv4() {
-                MAX_DATAGRAM_BYTES_V4
-            } else {
-                MAX_DATAGRAM_BYTES_V6
-            };
+            let max = max_datagram_bytes(addr);
             if message.len() > max {
                 return Err(ClientError::TooLarge {
                     len: message.len(),

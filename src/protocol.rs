@@ -35,6 +35,16 @@ pub const MAX_DATAGRAM_BYTES_V4: usize = 65_507;
 /// The largest UDP payload over IPv6 (no jumbograms): 65,535 − 8.
 pub const MAX_DATAGRAM_BYTES_V6: usize = 65_527;
 
+/// The largest UDP payload to `addr`: [`MAX_DATAGRAM_BYTES_V4`] or
+/// [`MAX_DATAGRAM_BYTES_V6`] by its family.
+pub fn max_datagram_bytes(addr: std::net::SocketAddr) -> usize {
+    if addr.is_ipv4() {
+        MAX_DATAGRAM_BYTES_V4
+    } else {
+        MAX_DATAGRAM_BYTES_V6
+    }
+}
+
 /// A receive buffer of this size can hold any datagram whole, so no datagram
 /// is ever truncated by the receiver.
 pub const DATAGRAM_BUFFER_BYTES: usize = 65_536;

@@ -116,10 +116,7 @@ impl Config {
             return Err("--gso is for UDP (--udp)".into());
         }
         if self.transport == Transport::Udp {
-            let max = match self.target {
-                SocketAddr::V4(_) => crate::protocol::MAX_DATAGRAM_BYTES_V4,
-                SocketAddr::V6(_) => crate::protocol::MAX_DATAGRAM_BYTES_V6,
-            };
+            let max = crate::protocol::max_datagram_bytes(self.target);
             if self.size > max {
                 return Err(format!("a UDP request cannot exceed {max} bytes"));
             }

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 
 use upcase::client;
 use upcase::ping::{Expect, ReplyEvent, Report, Tracker, Verdict, probe};
-use upcase::protocol::{DATAGRAM_BUFFER_BYTES, MAX_DATAGRAM_BYTES_V4, MAX_DATAGRAM_BYTES_V6};
+use upcase::protocol::{DATAGRAM_BUFFER_BYTES, max_datagram_bytes};
 use upcase::server::DEFAULT_PORT;
 
 /// Options of `upcase ping`.
@@ -196,10 +196,7 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
     let verbose = text && !args.quiet;
     let probe_bytes = probe(1, unix_now(), args.size).len();
     if !args.tcp {
-        let max = match addr {
-            SocketAddr::V4(_) => MAX_DATAGRAM_BYTES_V4,
-            SocketAddr::V6(_) => MAX_DATAGRAM_BYTES_V6,
-        };
+        let max = max_datagram_bytes(addr);
         anyhow::ensure!(
             probe_bytes <= max,
             "a probe of {probe_bytes} bytes is larger than the largest UDP datagram to {addr} ({max} bytes)"
