@@ -18,9 +18,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses a duration that must be longer than 0, such as a timeout (for
 /// clap's `value_parser`).
 pub fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err("must be longer than 0".into()),
-        d => Ok(d),
+    nonzero(parse_duration(s)?)
+}
+
+/// `d`, unless it is 0: what a timeout must be.
+pub fn nonzero(d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        Err("must be longer than 0".into())
+    } else {
+        Ok(d)
     }
 }
 

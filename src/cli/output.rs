@@ -40,14 +40,14 @@ fn mark(e: io::Error) -> io::Error {
     }
 }
 
-/// Whether `e` is, or was caused by, writing to a closed standard output.
+/// Whether `e` is, or was caused by, writing to a closed standard output:
+/// an `io::Error` in its chain that carries [`OutputClosed`].
 pub fn is_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
-        cause.is::<OutputClosed>()
-            || cause
-                .downcast_ref::<io::Error>()
-                .and_then(io::Error::get_ref)
-                .is_some_and(|inner| inner.is::<OutputClosed>())
+        cause
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<OutputClosed>())
     })
 }
 

@@ -89,10 +89,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// (ping(8) takes `-W 0` for "wait forever"; here every probe needs a
 /// deadline to be called lost, so 0 is refused rather than misread).
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match parse_seconds(s)? {
-        d if d.is_zero() => Err("must be longer than 0".into()),
-        d => Ok(d),
-    }
+    super::nonzero(parse_seconds(s)?)
 }
 
 /// The JSON document `--json` prints.
