@@ -38,7 +38,7 @@ enum Command {
 
 fn main() -> ExitCode {
     if let Err(e) = cli::settings::apply_file(&Cli::command()) {
-        eprintln!("upcase: {e}");
+        cli::output::report_error(format_args!("{e}"));
         return ExitCode::from(2);
     }
     let command = cli::settings::with_env(Cli::command());
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         // The reader of the output left (`| head`): nothing to report to.
         Err(e) if cli::output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("upcase: {e:#}");
+            cli::output::report_error(format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }

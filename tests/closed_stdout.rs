@@ -1,6 +1,8 @@
 //! Every command when the reader of its standard output is gone before it
 //! writes (`upcase ping host | head -1`): the tools end quietly with status
 //! 0, and the server, whose stdout only announces where it listens, serves on.
+//! With stderr gone too (`upcase server 2>&1 | head -3`), the server's log
+//! lines are dropped, and signals still stop it gracefully.
 
 mod common;
 
@@ -23,6 +25,94 @@ fn spawn_with_closed_stdout(mut command: Command, stdin: Stdio) -> Child {
         .spawn()
         .expect("spawn")
     // The command is dropped here with its copy of the writing end.
+}
+
+/// Starts `upcase server ARGS` on 127.0.0.1 with stdout and stderr both a
+/// pipe whose reader is gone, and waits until it answers on TCP.
+fn spawn_server_with_closed_output(args: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = upcase()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > PATIENCE || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the server never accepted: {:?}", child.wait());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+/// One request over TCP and one over UDP, each answered.
+fn assert_served(port: u16) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"tcp\n").unwrap();
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"TCP\n");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket.send_to(b"udp", ("127.0.0.1", port)).unwrap();
+    let mut reply = [0u8; 8];
+    let n = socket.recv(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"UDP");
+}
+
+/// Waits for `child` to exit, at most [`PATIENCE`]; kills it and fails if it
+/// does not.
+fn exit_code(mut child: Child, what: &str) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if started.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: the server did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn kill(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+#[test]
+fn signals_stop_a_server_whose_log_cannot_be_written() {
+    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        for verbose in [&[][..], &["-v"], &["-vv"]] {
+            let (child, port) = spawn_server_with_closed_output(verbose);
+            // Traffic to log (every connection at -v), and the signals that
+            // only log: each write to the log fails.
+            for other in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+                assert_served(port);
+                kill(&child, other);
+            }
+            assert_served(port);
+            kill(&child, signal);
+            let what = format!("{name} with {verbose:?}");
+            assert_eq!(exit_code(child, &what), Some(0), "{what}");
+        }
+    }
 }
 
 fn run_with_closed_stdout(command: Command) -> Output {

@@ -35,6 +35,34 @@ fn json_logs_are_one_object_per_line() {
 }
 
 #[test]
+fn hangup_and_the_user_signals_are_logged_and_serving_goes_on() {
+    let server = Server::start(&[]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    for (signal, logged) in [
+        (
+            libc::SIGHUP,
+            "SIGHUP received: nothing to reload; serving on",
+        ),
+        (libc::SIGUSR1, "SIGUSR1 received: tcp_connections=0"),
+        (
+            libc::SIGUSR2,
+            "SIGUSR2 received: nothing to reload; serving on",
+        ),
+    ] {
+        server.signal(signal);
+        server.wait_log(logged);
+        socket.send_to(b"still here", server.udp4()).unwrap();
+        let mut reply = [0u8; 16];
+        let n = socket.recv(&mut reply).unwrap();
+        assert_eq!(&reply[..n], b"STILL HERE");
+    }
+    let (status, stderr) = server.stop();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("udp_datagrams_out=3"), "{stderr}");
+}
+
+#[test]
 fn quiet_and_verbose_move_the_log_level() {
     // The server's default is info: its start and stop are logged.
     let (_, stderr) = Server::start(&[]).stop();

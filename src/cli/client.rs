@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(reply) => reply,
             Err(e) if interactive => {
                 // A person can try again; a pipeline must not lose a line.
-                eprintln!("upcase: {:#}", anyhow::Error::from(e));
+                super::output::report_error(format_args!("{:#}", anyhow::Error::from(e)));
                 failed = true;
                 continue;
             }
@@ -102,9 +102,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         print_reply(&mut stdout, &reply)?;
         if !reply.complete {
-            eprintln!(
-                "upcase: warning: the server closed the connection before ending its reply with a newline; it may be incomplete"
-            );
+            super::output::report_error(format_args!(
+                "warning: the server closed the connection before ending its reply with a newline; it may be incomplete"
+            ));
         }
     }
     Ok(if failed {

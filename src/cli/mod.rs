@@ -97,13 +97,18 @@ impl Level {
 
 /// Sends `tracing` output to stderr at `default` shifted by -v/-q, or as
 /// `RUST_LOG` filters if set (which then win over -v/-q).
+///
+/// A log line that cannot be written (stderr is a pipe whose reader left, a
+/// full disk) is dropped and counted in [`output::dropped_log_lines`]: the
+/// subscriber would otherwise report the failure with `eprintln!`, which
+/// panics on the same broken stderr, inside whatever task was logging.
 pub fn init_logging(default: Level, args: &LogArgs) {
     let level = default.shifted(i32::from(args.verbose) - i32::from(args.quiet));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(output::LogWriter::new);
     match args.log_format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_current_span(false).init(),

@@ -6,6 +6,7 @@
 //! server, whose stdout only announces where it listens, goes on serving.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The reader of standard output is gone.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,54 @@ pub fn announce(lines: &[String]) {
     if let Err(e) = written {
         tracing::warn!(error = %e, "cannot write to stdout; serving on");
     }
+}
+
+/// Log lines dropped because stderr could not take them.
+static DROPPED_LOG_LINES: AtomicU64 = AtomicU64::new(0);
+
+/// How many log lines were dropped so far because stderr failed.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LOG_LINES.load(Ordering::Relaxed)
+}
+
+/// Standard error for log lines: a write that fails is dropped and counted,
+/// never an error. Logging is how the server reports; it must not be a way
+/// to stop it (a panic on a broken pipe ended the signal handler's task, and
+/// with it the graceful shutdown).
+pub struct LogWriter(io::Stderr);
+
+impl LogWriter {
+    pub fn new() -> LogWriter {
+        LogWriter(io::stderr())
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(self.0.write(buf).unwrap_or_else(|_| {
+            DROPPED_LOG_LINES.fetch_add(1, Ordering::Relaxed);
+            buf.len()
+        }))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.0.write_all(buf).is_err() {
+            DROPPED_LOG_LINES.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
+/// Writes `upcase: MESSAGE` on stderr, as the last word of a failed
+/// command. Unlike `eprintln!`, a closed stderr is no panic: there is
+/// nobody left to tell.
+pub fn report_error(message: std::fmt::Arguments) {
+    let _ = writeln!(io::stderr(), "upcase: {message}");
 }
 
 #[cfg(test)]

@@ -268,8 +268,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Handlers go in before "ready" is printed: a signal sent as soon as
         // the server says it is ready must shut it down gracefully.
         let signals = Signals::new().context("installing signal handlers")?;
-        tokio::spawn(signals.watch(shutdown.clone()));
         let stats = Arc::new(Stats::default());
+        tokio::spawn(signals.watch(shutdown.clone(), Some(stats.clone())));
         let mut lines = vec!["The server is ready to receive".to_owned()];
         for (proto, addr) in listeners.local_addrs()? {
             lines.push(format!("listening on {proto} {addr}"));
@@ -303,7 +303,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn serve_inetd(config: Config) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signals = Signals::new().context("installing signal handlers")?;
-    tokio::spawn(signals.watch(shutdown.clone()));
+    tokio::spawn(signals.watch(shutdown.clone(), None));
     let stats = server::inetd::serve(config, shutdown)
         .await
         .context("serving stdin")?;
@@ -319,9 +319,24 @@ fn notify_service_manager(state: &[NotifyState]) {
     }
 }
 
+/// The signals the server handles. SIGINT and SIGTERM stop it gracefully
+/// (a second one at once); SIGHUP, SIGUSR1 and SIGUSR2, whose default action
+/// would end the process without a drain (a logrotate-style `kill -HUP`),
+/// are caught: SIGUSR1 logs the counters so far (as `dd` reports progress),
+/// SIGHUP and SIGUSR2 are logged and otherwise ignored.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    user1: tokio::signal::unix::Signal,
+    user2: tokio::signal::unix::Signal,
+}
+
+/// What a caught signal asks for.
+enum Ask {
+    Stop(&'static str, i32),
+    Report,
+    Nothing(&'static str),
 }
 
 impl Signals {
@@ -329,23 +344,48 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
+            user2: signal(SignalKind::user_defined2())?,
         })
     }
 
-    async fn next(&mut self) -> (&'static str, i32) {
+    async fn next(&mut self) -> Ask {
         tokio::select! {
-            _ = self.interrupt.recv() => ("SIGINT", libc::SIGINT),
-            _ = self.terminate.recv() => ("SIGTERM", libc::SIGTERM),
+            _ = self.interrupt.recv() => Ask::Stop("SIGINT", libc::SIGINT),
+            _ = self.terminate.recv() => Ask::Stop("SIGTERM", libc::SIGTERM),
+            _ = self.hangup.recv() => Ask::Nothing("SIGHUP"),
+            _ = self.user1.recv() => Ask::Report,
+            _ = self.user2.recv() => Ask::Nothing("SIGUSR2"),
         }
     }
 
-    /// The first signal starts a graceful shutdown; a second exits at once.
-    async fn watch(mut self, shutdown: CancellationToken) {
-        let (name, _) = self.next().await;
+    /// The next SIGINT or SIGTERM, answering the other signals meanwhile.
+    async fn next_stop(&mut self, stats: Option<&Stats>) -> (&'static str, i32) {
+        loop {
+            match self.next().await {
+                Ask::Stop(name, number) => return (name, number),
+                Ask::Report => match stats {
+                    Some(stats) => tracing::info!("SIGUSR1 received: {}", counters(stats)),
+                    None => tracing::info!("SIGUSR1 received: serving on"),
+                },
+                Ask::Nothing(name) => {
+                    tracing::info!("{name} received: nothing to reload; serving on");
+                }
+            }
+        }
+    }
+
+    /// The first SIGINT or SIGTERM starts a graceful shutdown; a second
+    /// exits at once. The token is cancelled before anything is logged, so
+    /// that no trouble with the log can stand between a signal and the
+    /// shutdown.
+    async fn watch(mut self, shutdown: CancellationToken, stats: Option<Arc<Stats>>) {
+        let (name, _) = self.next_stop(stats.as_deref()).await;
+        shutdown.cancel();
         tracing::info!("{name} received: shutting down gracefully (again to exit at once)");
         notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("draining")]);
-        shutdown.cancel();
-        let (name, number) = self.next().await;
+        let (name, number) = self.next_stop(stats.as_deref()).await;
         tracing::warn!("{name} received again: exiting at once");
         std::process::exit(128 + number);
     }
@@ -356,10 +396,20 @@ fn log_summary(stats: &Stats) {
 }
 
 fn summary(stats: &Stats) -> String {
-    let counters: Vec<String> = stats
+    format!("stopped: {}", counters(stats))
+}
+
+/// Every counter as `name=value`, space-separated, and the log lines lost
+/// to a stderr that could not take them, if any.
+fn counters(stats: &Stats) -> String {
+    let mut counters: Vec<String> = stats
         .snapshot()
         .into_iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    format!("stopped: {}", counters.join(" "))
+    let dropped = super::output::dropped_log_lines();
+    if dropped > 0 {
+        counters.push(format!("log_lines_dropped={dropped}"));
+    }
+    counters.join(" ")
 }

@@ -38,6 +38,8 @@ pub struct Server {
     /// Lines the server printed to stdout after its addresses.
     stdout: mpsc::Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// Each line of stderr as it comes, besides the whole at exit.
+    stderr_lines: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -85,10 +87,17 @@ impl Server {
             .spawn()
             .expect("start upcase server");
         let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (line_tx, stderr_lines) = mpsc::channel();
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
+            for line in BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).into_owned();
+                text.push_str(&line);
+                text.push('\n');
+                let _ = line_tx.send(line);
+            }
             text
         });
         let (tx, rx) = mpsc::channel();
@@ -111,6 +120,7 @@ impl Server {
             udp: Vec::new(),
             stdout: rx,
             stderr: Some(stderr),
+            stderr_lines,
         };
         while server.tcp.len() + server.udp.len() < sockets {
             let line = server
@@ -137,6 +147,20 @@ impl Server {
         self.stdout
             .recv_timeout(PATIENCE)
             .expect("the server printed no further line")
+    }
+
+    /// Waits for a line on stderr that contains `text` and returns it.
+    pub fn wait_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let line = self
+                .stderr_lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("the server logged no line with {text:?}"));
+            if line.contains(text) {
+                return line;
+            }
+        }
     }
 
     /// The TCP address on 127.0.0.1.
