@@ -196,6 +196,17 @@ fn a_bad_setting_is_one_clear_line() {
             "[server]\nport = { a = 1 }\n",
             "'port' must be a string",
         ),
+        // No variable can hold a NUL: setting one panicked.
+        (
+            "nul",
+            "[server]\ntransform = \"up\\u0000per\"\n",
+            "'transform' holds a NUL character in [server]",
+        ),
+        (
+            "nul-in-list",
+            "[server]\nlisten = [\"127.0.0.1\", \"\\u0000\"]\n",
+            "'listen' holds a NUL character",
+        ),
     ] {
         let file = config_file(name, text);
         let mut command = upcase();
@@ -210,6 +221,15 @@ fn a_bad_setting_is_one_clear_line() {
         );
         assert!(stderr.contains(says), "{name}: {stderr}");
     }
+    // A file that never ends is read no further than the bound.
+    let mut command = upcase();
+    command.arg("server").env("UPCASE_CONFIG", "/dev/zero");
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "upcase: cannot read config file /dev/zero: larger than 1024 KiB; is it the right file?\n"
+    );
     let mut command = upcase();
     command.args(["server", "--config", "/nonexistent/upcase.toml"]);
     let out = run_with_input(command, b"");

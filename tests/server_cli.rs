@@ -42,7 +42,7 @@ fn a_port_in_use_is_one_clear_error() {
 
 #[test]
 fn bad_options_are_rejected_with_the_reason() {
-    let table: [(&[&str], &str); 7] = [
+    let table: [(&[&str], &str); 11] = [
         (&["--transform", "shout"], "unknown transform 'shout'"),
         (
             &["--transform", "count:ab"],
@@ -52,7 +52,18 @@ fn bad_options_are_rejected_with_the_reason() {
             &["--listen", "localhost:80"],
             "is not an IP address or IP:PORT",
         ),
-        (&["--idle-timeout", "soon"], "invalid value 'soon'"),
+        (&["--idle-timeout", "soon"], "'soon' is not a duration"),
+        // Bounded at parsing: such a deadline overflowed at run time.
+        (
+            &["--idle-timeout", "300000000000y"],
+            "'300000000000y' is too long: at most 366 days",
+        ),
+        (
+            &["--shutdown-timeout", "1e300"],
+            "'1e300' is not a duration",
+        ),
+        (&["--park-after", "999999999w"], "is too long"),
+        (&["--count-pause", "-1"], "unexpected argument '-1'"),
         (
             &["--idle-timeout", "0s"],
             "0 would close every connection at once",
@@ -74,6 +85,21 @@ fn bad_options_are_rejected_with_the_reason() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_bare_number_is_seconds() {
+    // An idle timeout of 1 (second) closes a silent connection: the number
+    // was read as seconds, not refused for want of a unit.
+    let server = Server::start(&["--tcp", "--idle-timeout", "1", "--park-after", "0.2"]);
+    let mut stream = std::net::TcpStream::connect(server.tcp4()).unwrap();
+    stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+    assert_eq!(n, 0, "closed by the idle timeout: {:?}", &buf[..n]);
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("tcp_idle_closed=1"), "{stderr}");
 }
 
 #[test]

@@ -10,9 +10,28 @@ pub mod settings;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-/// Parses a duration such as `500ms`, `2s` or `1m` (for clap's `value_parser`).
+/// The longest duration any option takes: far beyond any timeout or run a
+/// person means, and far below what a deadline computed from it
+/// (`Instant::now() + d`) could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses a duration (for clap's `value_parser`): a bare number is seconds,
+/// as ping(8), sleep(1) and timeout(1) take it (`2`, `0.5`); a number with
+/// units is read by humantime (`500ms`, `2s`, `1m30s`). At most
+/// [`MAX_DURATION`], so no deadline computed from it can overflow.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 2s, 1m)"))
+    let d = match s.trim().parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| {
+            format!("'{s}' is not a duration: seconds must be a number of 0 or more")
+        })?,
+        Err(_) => humantime::parse_duration(s).map_err(|e| {
+            format!("'{s}' is not a duration: {e} (give seconds, or e.g. 500ms, 2s, 1m)")
+        })?,
+    };
+    if d > MAX_DURATION {
+        return Err(format!("'{s}' is too long: at most 366 days"));
+    }
+    Ok(d)
 }
 
 /// Parses a duration that must be longer than 0, such as a timeout (for
@@ -118,6 +137,43 @@ pub fn init_logging(default: Level, args: &LogArgs) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_seconds_or_units_and_are_bounded() {
+        let ok = [
+            ("2", Duration::from_secs(2)),
+            ("0.2", Duration::from_millis(200)),
+            ("0", Duration::ZERO),
+            ("150ms", Duration::from_millis(150)),
+            ("1m30s", Duration::from_secs(90)),
+            ("366days", MAX_DURATION),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        let refused = [
+            (
+                "-1",
+                "'-1' is not a duration: seconds must be a number of 0 or more",
+            ),
+            ("soon", "'soon' is not a duration: "),
+            (
+                "300000000000y",
+                "'300000000000y' is too long: at most 366 days",
+            ),
+            ("1e300", "'1e300' is not a duration: seconds must be"),
+            ("367days", "'367days' is too long"),
+            ("NaN", "'NaN' is not a duration"),
+        ];
+        for (text, want) in refused {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+        assert_eq!(
+            parse_nonzero_duration("0ms"),
+            Err("must be longer than 0".into())
+        );
+    }
 
     #[test]
     fn verbosity_moves_the_level_within_bounds() {

@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(short = 'c', long, default_value_t = 10)]
     count: u64,
     /// Time between probes, in seconds (0.2) or with a unit (200ms)
-    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1", value_parser = parse_seconds)]
+    #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1", value_parser = super::parse_duration)]
     interval: Duration,
     /// How long to wait for each reply, in seconds (0.5) or with a unit (500ms)
     #[arg(short = 'W', long, value_name = "TIMEOUT", default_value = "1", value_parser = parse_timeout)]
@@ -76,20 +76,11 @@ impl From<ExpectArg> for Expect {
     }
 }
 
-/// ping(8) takes seconds as a plain number; a unit (`200ms`) is accepted too.
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{s}' is not a duration of zero or more seconds"));
-    }
-    super::parse_duration(s)
-}
-
-/// A reply timeout: seconds as [`parse_seconds`] takes them, but not 0
+/// A reply timeout: a duration, but not 0
 /// (ping(8) takes `-W 0` for "wait forever"; here every probe needs a
 /// deadline to be called lost, so 0 is refused rather than misread).
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    super::nonzero(parse_seconds(s)?)
+    super::parse_nonzero_duration(s)
 }
 
 /// The JSON document `--json` prints.
@@ -459,13 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn intervals_take_seconds_or_units() {
-        assert_eq!(parse_seconds("0.2"), Ok(Duration::from_millis(200)));
-        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_seconds("150ms"), Ok(Duration::from_millis(150)));
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("soon").is_err());
-        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+    fn timeouts_take_seconds_or_units_but_not_zero() {
         assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_timeout("0"), Err("must be longer than 0".into()));
         assert_eq!(parse_timeout("0ms"), Err("must be longer than 0".into()));

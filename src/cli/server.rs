@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// count: answer an unterminated line after the client pauses this long
-    #[arg(long, value_name = "DURATION", default_value_t = Config::default().count_pause.into())]
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value_t = Config::default().count_pause.into())]
     count_pause: humantime::Duration,
     /// count over TCP: the longest line in bytes; a longer one gets an error line and the connection is closed
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().count_max_line_bytes)]
@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().idle_timeout.into())]
     idle_timeout: humantime::Duration,
     /// Move a TCP connection silent this long out of its task into the server's idle set (about 0.2 KB instead of 1.4 KB); 0: never
-    #[arg(long, value_name = "DURATION", default_value_t = Config::default().park_after.into())]
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value_t = Config::default().park_after.into())]
     park_after: humantime::Duration,
     /// Close a TCP connection whose client reads nothing of a reply for this long
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().write_timeout.into())]
@@ -82,7 +82,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
     /// On SIGINT/SIGTERM, wait at most this long for replies in flight
-    #[arg(long, value_name = "DURATION", default_value_t = Config::default().shutdown_timeout.into())]
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value_t = Config::default().shutdown_timeout.into())]
     shutdown_timeout: humantime::Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics, plus /healthz and /ready; a bare PORT means 127.0.0.1:PORT
     #[arg(long, value_name = "ADDR")]
@@ -201,10 +201,17 @@ impl Args {
     }
 }
 
+/// A duration as [`super::parse_duration`] reads it, kept as humantime's
+/// type, whose display shows the defaults in `--help`.
+fn duration(s: &str) -> Result<humantime::Duration, String> {
+    super::parse_duration(s).map(Into::into)
+}
+
 /// A timeout that closes connections: 0 would close every one at once, so it
 /// is refused rather than taken (there is no "never"; give a long one).
 fn longer_than_zero(s: &str) -> Result<humantime::Duration, String> {
-    super::parse_nonzero_duration(s)
+    let d = super::parse_duration(s)?;
+    super::nonzero(d)
         .map(Into::into)
         .map_err(|e| format!("{e}: 0 would close every connection at once (give e.g. 1h)"))
 }

@@ -84,8 +84,7 @@ pub fn apply_file(command: &Command) -> Result<(), String> {
         return Ok(());
     };
     let shown = path.display();
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read config file {shown}: {e}"))?;
+    let text = read_bounded(&path).map_err(|e| format!("cannot read config file {shown}: {e}"))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let line = e
             .span()
@@ -131,6 +130,26 @@ pub fn apply_file(command: &Command) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest config file read: far more than every option of every
+/// subcommand takes, and a bound for a path such as `/dev/zero`.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The file at `path` as text, if it is at most [`MAX_CONFIG_BYTES`].
+fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB; is it the right file?",
+            MAX_CONFIG_BYTES / 1024
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
 /// The variable and value for `key = value` among `command`'s options.
 fn setting(command: &Command, key: &str, value: &toml::Value) -> Result<(String, String), String> {
     let known = command
@@ -156,6 +175,10 @@ fn setting(command: &Command, key: &str, value: &toml::Value) -> Result<(String,
             .join(","),
         v => scalar(v)?,
     };
+    // No environment variable can hold a NUL (setting one would panic).
+    if text.contains('\0') {
+        return Err(format!("'{key}' holds a NUL character"));
+    }
     Ok((env_name(key), text))
 }
 
