@@ -143,3 +143,45 @@ fn dropped(netns: &Netns) -> u64 {
     assert!(!counts.is_empty(), "no counter in {rules}");
     counts.iter().sum()
 }
+
+#[test]
+#[ignore = "needs root and ip netns; run by .ci/run"]
+fn ipv6_connections_count_per_slash_64_against_the_per_source_cap() {
+    let netns = Netns::new("v6cap");
+    // Three addresses of one /64 and one of another, on the namespace's own
+    // loopback interface: not loopback addresses, so the limits apply.
+    netns.exec_sh(
+        "ip -6 addr add fd00:1::1/64 dev lo nodad && ip -6 addr add fd00:1::10/64 dev lo nodad \
+         && ip -6 addr add fd00:1::11/64 dev lo nodad && ip -6 addr add fd00:2::10/64 dev lo nodad",
+    );
+    let mut command = netns.command(env!("CARGO_BIN_EXE_upcase"));
+    command.args(["server", "--tcp", "--listen", "fd00:1::1", "--port", "0"]);
+    command.args(["--max-connections-per-source", "1"]);
+    let server = Server::spawn_command(command);
+    let port = server.port().to_string();
+    // Each client holds its connection open while the next one connects;
+    // each prints what the server first said.
+    let script = r#"
+import socket, sys
+port = int(sys.argv[1])
+held = []
+for source in ["fd00:1::10", "fd00:1::11", "fd00:2::10"]:
+    s = socket.create_connection(("fd00:1::1", port), timeout=20, source_address=(source, 0))
+    s.sendall(b"from " + source.encode() + b"\n")
+    print(source, s.recv(200).decode().strip())
+    held.append(s)
+"#;
+    let mut python = netns.command("python3");
+    python.args(["-c", script, &port]);
+    let out = run_with_input(python, b"");
+    assert_success(&out);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "fd00:1::10 FROM FD00:1::10\n\
+         fd00:1::11 upcase: too many connections from your address; try again later\n\
+         fd00:2::10 FROM FD00:2::10\n"
+    );
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("tcp_refused_per_source=1"), "{stderr}");
+}

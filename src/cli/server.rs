@@ -54,7 +54,7 @@ pub struct Args {
     /// At most this many open TCP connections; more are told "busy" and closed
     #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
     max_connections: usize,
-    /// At most this many open TCP connections from one address
+    /// At most this many open TCP connections from one IPv4 address or IPv6 /64
     #[arg(long, value_name = "N", default_value_t = Config::default().max_connections_per_source)]
     max_connections_per_source: usize,
     /// UDP datagrams answered per second per /24 (IPv4) or /64 (IPv6) source network; 0: no limit

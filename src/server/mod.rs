@@ -74,8 +74,9 @@ pub struct Config {
     /// with a one-line error. Lowered at start to fit the open-file limit
     /// (less [`fdlimit::RESERVED_FDS`]). Default: 1024.
     pub max_connections: usize,
-    /// Open TCP connections from one source address at most (nginx's
-    /// `limit_conn`); more are refused like those over `max_connections`.
+    /// Open TCP connections from one source at most (nginx's `limit_conn`):
+    /// an IPv4 address, or an IPv6 /64 (one host's usual share); more are
+    /// refused like those over `max_connections`.
     /// Default: 64.
     pub max_connections_per_source: usize,
     /// UDP datagrams answered per second per source network (/24 for IPv4,
@@ -83,7 +84,9 @@ pub struct Config {
     /// and counted. 0 turns the limit off. Default: 200.
     pub udp_rate_limit: u32,
     /// Source networks the UDP rate limiter tracks at most, per socket;
-    /// beyond that, new networks share one bucket. Default: 65,536.
+    /// when full, a new network takes the place of the least recently seen
+    /// one if that one is idle, else shares one bucket with the other
+    /// newcomers. Default: 65,536.
     pub udp_rate_table_entries: usize,
     /// Apply the per-source limits (`max_connections_per_source`,
     /// `udp_rate_limit`) to loopback sources too. Off by default: local tests

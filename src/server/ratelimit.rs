@@ -2,14 +2,21 @@
 //! idea): each /24 (IPv4) or /64 (IPv6) may send `rate` datagrams a second,
 //! in bursts of up to one second's worth. Pure: the caller passes the time.
 //!
-//! Memory is bounded: the table holds at most `capacity` networks. When it is
-//! full, idle entries (full buckets, which are the same as no entry) are
-//! swept; if it is still full, new networks share one overflow bucket, so a
-//! flood from many forged networks is limited as a whole.
+//! Memory is bounded: the table holds at most `capacity` networks, in order
+//! of when each was last seen. When it is full, a new network takes the
+//! place of the least recently seen one if that one is idle (its bucket has
+//! refilled: the same as no entry, so forgetting it changes nothing); if it
+//! is not, every tracked network was active within the last second, and new
+//! networks share one overflow bucket, so a flood from many forged networks
+//! is limited as a whole. Either way a datagram costs a constant time: no
+//! scan of the table (a full table of 20,000 networks once cost 130 us per
+//! datagram from a new network).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::time::Instant;
+
+use lru::LruCache;
 
 use super::guard::canonical;
 
@@ -31,6 +38,12 @@ impl Bucket {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.updated = now;
+    }
+
+    /// Whether the bucket has refilled by `now`: the same as no entry.
+    fn idle(&self, rate: f64, burst: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens + elapsed * rate >= burst
     }
 
     fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
@@ -58,8 +71,8 @@ fn network(ip: IpAddr) -> u128 {
 pub struct SourceLimiter {
     rate: f64,
     burst: f64,
-    capacity: usize,
-    buckets: HashMap<u128, Bucket>,
+    /// Buckets by network, least recently seen first out.
+    buckets: LruCache<u128, Bucket>,
     overflow: Bucket,
 }
 
@@ -72,8 +85,7 @@ impl SourceLimiter {
         SourceLimiter {
             rate,
             burst,
-            capacity: capacity.max(1),
-            buckets: HashMap::new(),
+            buckets: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
             overflow: Bucket::full(burst, now),
         }
     }
@@ -85,18 +97,19 @@ impl SourceLimiter {
         if let Some(bucket) = self.buckets.get_mut(&key) {
             return bucket.take(rate, burst, now);
         }
-        if self.buckets.len() >= self.capacity {
-            self.buckets.retain(|_, b| {
-                b.refill(rate, burst, now);
-                b.tokens < burst
-            });
-        }
-        if self.buckets.len() >= self.capacity {
-            return self.overflow.take(rate, burst, now);
+        if self.buckets.len() == self.buckets.cap().get() {
+            let oldest_idle = self
+                .buckets
+                .peek_lru()
+                .is_some_and(|(_, b)| b.idle(rate, burst, now));
+            if !oldest_idle {
+                return self.overflow.take(rate, burst, now);
+            }
         }
         let mut bucket = Bucket::full(burst, now);
         let allowed = bucket.take(rate, burst, now);
-        self.buckets.insert(key, bucket);
+        // Full, the table forgets its least recently seen (idle) network.
+        self.buckets.push(key, bucket);
         allowed
     }
 
@@ -160,9 +173,31 @@ mod tests {
         assert_eq!(limiter.len(), 4);
         // 4 tracked networks, then the shared overflow bucket's burst of 2.
         assert_eq!(allowed, 4 + 2);
-        // Once idle, the tracked entries are swept for new networks.
+        // Once idle, the least recently seen networks give way to new ones,
+        // one each, in the order they were seen.
         let later = t0 + Duration::from_secs(5);
         assert!(limiter.allow(ip("198.51.100.1"), later));
-        assert_eq!(limiter.len(), 1);
+        assert_eq!(limiter.len(), 4);
+        assert!(!limiter.buckets.contains(&network(ip("0.0.0.0"))));
+        assert!(limiter.buckets.contains(&network(ip("0.0.1.0"))));
+    }
+
+    #[test]
+    fn a_busy_least_recent_network_sends_newcomers_to_the_overflow_bucket() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(10, 2, t0);
+        assert!(limiter.allow(ip("192.0.2.1"), t0));
+        assert!(limiter.allow(ip("198.51.100.1"), t0));
+        // Both used a token within the second: neither is forgotten, and
+        // the newcomer draws from the overflow bucket.
+        let soon = t0 + Duration::from_millis(10);
+        assert!(limiter.allow(ip("203.0.113.1"), soon));
+        assert_eq!(limiter.overflow.tokens, 9.0);
+        assert!(!limiter.buckets.contains(&network(ip("203.0.113.1"))));
+        // A second later the least recent has refilled and gives way.
+        let later = t0 + Duration::from_secs(2);
+        assert!(limiter.allow(ip("203.0.113.1"), later));
+        assert!(limiter.buckets.contains(&network(ip("203.0.113.1"))));
+        assert!(!limiter.buckets.contains(&network(ip("192.0.2.1"))));
     }
 }

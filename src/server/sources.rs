@@ -1,11 +1,24 @@
-//! Open TCP connections per source address, for
+//! Open TCP connections per source, for
 //! [`super::Config::max_connections_per_source`] (nginx's `limit_conn`).
+//!
+//! A source is an IPv4 address, or an IPv6 /64: one IPv6 host is commonly
+//! given a whole /64 and can pick any of its 2^64 addresses, so counting
+//! per IPv6 address would let one host fill the server's connection cap
+//! (the UDP rate limiter groups IPv6 the same way).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use super::guard::canonical;
+
+/// The source `ip` counts against: itself (IPv4), or its /64 (IPv6).
+fn source(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
 
 /// Counts of open connections by source address. The table holds only
 /// sources with an open connection, so it is bounded by the connection cap.
@@ -33,7 +46,7 @@ impl SourceCounts {
 
     /// A slot for one more connection from `ip`, or `None` if it has `max`.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let ip = canonical(ip);
+        let ip = source(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(ip).or_insert(0);
         if *count >= self.max {
@@ -85,5 +98,21 @@ mod tests {
         let third = counts.try_acquire(a).unwrap();
         drop((second, third));
         assert_eq!(counts.sources(), 0);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let counts = SourceCounts::new(2);
+        let held: Vec<SourceSlot> = ["2001:db8::1", "2001:db8::ffff:ffff:ffff:2"]
+            .iter()
+            .map(|ip| counts.try_acquire(ip.parse().unwrap()).unwrap())
+            .collect();
+        assert!(counts.try_acquire("2001:db8::3".parse().unwrap()).is_none());
+        assert!(
+            counts
+                .try_acquire("2001:db8:0:1::1".parse().unwrap())
+                .is_some()
+        );
+        drop(held);
     }
 }
