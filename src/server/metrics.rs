@@ -132,6 +132,7 @@ impl Collector for StatsCollector {
                     ("source", &s.udp_refused_source),
                     ("denied", &s.udp_refused_denied),
                     ("rate_limited", &s.udp_rate_limited),
+                    ("loop", &s.udp_refused_loop),
                     ("simulated", &s.udp_dropped_simulated),
                 ],
             },

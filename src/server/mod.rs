@@ -15,6 +15,7 @@ pub mod fdlimit;
 pub mod guard;
 pub mod http;
 pub mod inetd;
+mod loops;
 pub mod metrics;
 mod park;
 mod ratelimit;

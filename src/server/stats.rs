@@ -62,6 +62,9 @@ pub struct Stats {
     /// Datagrams not answered because their network exceeded
     /// [`super::Config::udp_rate_limit`].
     pub udp_rate_limited: AtomicU64,
+    /// Datagrams not answered because they repeat their peer's last one
+    /// again and again: a loop with another server ([`super::loops`]).
+    pub udp_refused_loop: AtomicU64,
     /// Datagrams dropped on purpose by [`super::Config::drop_rate`].
     pub udp_dropped_simulated: AtomicU64,
     /// From a datagram received to its reply sent.
@@ -115,6 +118,7 @@ impl Stats {
             ("udp_refused_source", &self.udp_refused_source),
             ("udp_refused_denied", &self.udp_refused_denied),
             ("udp_rate_limited", &self.udp_rate_limited),
+            ("udp_refused_loop", &self.udp_refused_loop),
             ("udp_dropped_simulated", &self.udp_dropped_simulated),
         ]
         .into_iter()

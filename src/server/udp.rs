@@ -25,6 +25,7 @@ use std::os::fd::AsFd;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::{self, Refusal};
+use super::loops::LoopBreaker;
 use super::ratelimit::SourceLimiter;
 use super::throttle::Throttle;
 use super::{Config, Stats};
@@ -96,6 +97,7 @@ pub(super) fn serve(
         config.udp_rate_table_entries,
         Instant::now(),
     );
+    let mut loops = LoopBreaker::default();
     let own_port = socket.local_addr().map_or(0, |a| a.port());
     let mut refusal_log = Throttle::new(Duration::from_secs(1));
     let mut recv_log = Throttle::new(Duration::from_secs(1));
@@ -170,6 +172,13 @@ pub(super) fn serve(
                     Stats::add(&stats.udp_rate_limited, 1);
                     if let Some(suppressed) = refusal_log.allow(received_at) {
                         tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
+                    }
+                    continue;
+                }
+                if !loops.allow(peer, request, received_at) {
+                    Stats::add(&stats.udp_refused_loop, 1);
+                    if let Some(suppressed) = refusal_log.allow(received_at) {
+                        tracing::warn!(%peer, suppressed, "UDP loop: the same datagram again and again; not answered");
                     }
                     continue;
                 }
