@@ -144,3 +144,66 @@ fn ready_turns_503_while_draining_and_other_paths_are_refused() {
     assert!(status.success());
     drop(stalled);
 }
+
+#[test]
+fn probes_are_answered_while_others_hold_connections_to_the_endpoint() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (server, metrics) = server_with_metrics(&[]);
+
+    // 16 clients pipelining scrapes without reading a byte of the answers,
+    // until the server stops reading them (bounded by a count).
+    let request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(64);
+    let pipeliners: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let stream = TcpStream::connect(metrics).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            for _ in 0..10_000 {
+                match (&stream).write(&request) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // Closed by the server for a new one, or for not reading.
+                    Err(_) => break,
+                }
+            }
+            stream
+        })
+        .collect();
+    // 64 silent ones.
+    let silent: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(metrics).unwrap())
+        .collect();
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(metrics, "/ready"), (200, "ready\n".to_string()));
+
+    // 64 silent ones reconnecting as fast as they can, for at most 20 s or
+    // until the probes are done.
+    let done = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0u64;
+            while !done.load(Ordering::Relaxed) && started.elapsed() < PATIENCE {
+                if let Ok(stream) = TcpStream::connect(metrics) {
+                    held.push_back(stream);
+                    opened += 1;
+                }
+                if held.len() > 64 {
+                    held.pop_front();
+                }
+            }
+            opened
+        })
+    };
+    for _ in 0..20 {
+        assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(churn.join().unwrap() > 0);
+    drop((pipeliners, silent));
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

@@ -7,9 +7,15 @@
 //!
 //! It runs beside the server until the process exits: metrics stay
 //! scrapable, and `/ready` says "draining", for the whole drain.
+//!
+//! Nobody can hold it: at most [`MAX_CONNECTIONS`] are open, and one more
+//! closes the oldest; a client must send its headers within
+//! [`HEADER_TIMEOUT`] and read each response within [`WRITE_TIMEOUT`], and
+//! at most [`MAX_BUFFERED_BYTES`] of pipelined requests are read ahead.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -17,25 +23,63 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Stats, metrics};
 
-/// Scrapes served at once; more wait in the listen queue.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections served at once. One more closes the oldest: the endpoint is
+/// never full, so a probe always gets in (16 clients pipelining without
+/// reading, or 64 silent ones reconnecting, held a fixed set of slots and
+/// made `/healthz` time out for as long as they liked).
+const MAX_CONNECTIONS: usize = 64;
 
 /// A client that has not sent its request headers after this long is closed.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client that reads nothing of a response for this long is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A kept-alive connection that sends nothing for this long is closed
+/// (Prometheus scrapes every 15 s to 1 min).
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Bytes of requests read ahead of the one being answered (hyper's least):
+/// bounds how much a client pipelining requests without reading has queued.
+const MAX_BUFFERED_BYTES: usize = 8192;
+
+/// The open connections, oldest first, each with the token that closes it.
+#[derive(Default)]
+struct Open {
+    next_id: u64,
+    connections: VecDeque<(u64, CancellationToken)>,
+}
+
+impl Open {
+    /// Registers a new connection; closes the oldest if it is one too many.
+    fn admit(&mut self) -> (u64, CancellationToken) {
+        if self.connections.len() >= MAX_CONNECTIONS
+            && let Some((_, oldest)) = self.connections.pop_front()
+        {
+            oldest.cancel();
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let close = CancellationToken::new();
+        self.connections.push_back((id, close.clone()));
+        (id, close)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.connections.retain(|(open, _)| *open != id);
+    }
+}
 
 /// Serves the endpoint on `listener` until the process ends. `draining` is
 /// the server's shutdown token: once it is cancelled, `/ready` answers 503.
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, draining: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Mutex::new(Open::default()));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -44,21 +88,32 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>, draining: Cancellat
                 continue;
             }
         };
-        let stats = stats.clone();
-        let draining = draining.clone();
+        let (id, close) = open.lock().unwrap_or_else(|e| e.into_inner()).admit();
+        let (stats, draining, open) = (stats.clone(), draining.clone(), open.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let response = respond(&request, &stats, &draining);
                 async move { Ok::<_, Infallible>(response) }
             });
+            let mut stream = TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(WRITE_TIMEOUT));
+            stream.set_read_timeout(Some(READ_TIMEOUT));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "metrics endpoint: connection ended");
+                .max_buf_size(MAX_BUFFERED_BYTES)
+                .serve_connection(TokioIo::new(Box::pin(stream)), service);
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "metrics endpoint: connection ended");
+                    }
+                }
+                () = close.cancelled() => {
+                    tracing::debug!("metrics endpoint: oldest connection closed for a new one");
+                }
             }
-            drop(slot);
+            open.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         });
     }
 }
