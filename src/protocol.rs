@@ -16,7 +16,8 @@
 //!
 //! # `count`'s reply format
 //! The number of occurrences in decimal ASCII digits, no sign, no padding. On
-//! UDP that is the whole reply datagram (`3`). On TCP each reply ends with
+//! UDP that is the whole reply datagram (`3`); an empty datagram gets an
+//! empty one (a reply is never more than 3 times its request). On TCP each reply ends with
 //! `\r\n` if the line it answers ended with `\r\n`, and with `\n` otherwise
 //! (including an unterminated line answered on a pause or at end of stream),
 //! so that replies on a stream stay apart.
@@ -60,6 +61,9 @@ pub fn reply_to_datagram(transform: Transform, datagram: &[u8], out: &mut Vec<u8
         }
         Transform::Echo => out.extend_from_slice(datagram),
         Transform::Sockperf => sockperf::reply_to_datagram(datagram, out),
+        // An empty datagram carries no message to count; its empty reply
+        // keeps to the 3x rule ("0" would be more than 3 x 0 bytes).
+        Transform::Count(_) if datagram.is_empty() => {}
         Transform::Count(letter) => {
             let mut counter = Counter::new(letter);
             counter.feed(datagram);
@@ -190,7 +194,14 @@ impl StreamReplier {
                     let end = memchr::memchr(b'\n', data);
                     let taken = end.unwrap_or(data.len());
                     *line_bytes += taken;
-                    if *line_bytes > *max_line_bytes {
+                    // The `\r` of a CRLF is the terminator's, not the
+                    // line's: a `\r` last so far may turn out to be one.
+                    let ends_in_cr = match end {
+                        Some(0) => *after_cr,
+                        Some(i) => data[i - 1] == b'\r',
+                        None => data.last() == Some(&b'\r'),
+                    };
+                    if *line_bytes - usize::from(ends_in_cr) > *max_line_bytes {
                         return Err(LineTooLong {
                             max: *max_line_bytes,
                         });
@@ -199,11 +210,7 @@ impl StreamReplier {
                         Some(i) => {
                             let line = &data[..i];
                             counter.feed(line);
-                            let crlf = if i == 0 {
-                                *after_cr
-                            } else {
-                                line[i - 1] == b'\r'
-                            };
+                            let crlf = ends_in_cr;
                             push_decimal(counter.take(), out);
                             out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
                             *line_bytes = 0;
@@ -292,7 +299,8 @@ mod tests {
             (Lower, b"ABC", b"abc"),
             (Echo, b"\x00\xffAbc", b"\x00\xffAbc"),
             (Count('s'), b"mississippi", b"4"),
-            (Count('s'), b"", b"0"),
+            // Empty in, empty out: "0" would be over the 3x bound.
+            (Count('s'), b"", b""),
             (Count('ß'), "ßß\nß".as_bytes(), b"3"),
         ];
         for (transform, input, want) in table {
@@ -448,6 +456,25 @@ mod tests {
         let err = replier.on_data(b"s\n", &mut out).unwrap_err();
         assert_eq!(err, LineTooLong { max: 4 });
         assert_eq!(err.to_string(), "upcase: line longer than 4 bytes; closing");
+        // The \r of a CRLF is no part of the line, however the bytes come.
+        for pieces in [
+            &[&b"ssss\r\n"[..]][..],
+            &[b"ssss\r", b"\n"],
+            &[b"ss", b"ss\r", b"\n"],
+        ] {
+            let mut replier = StreamReplier::new(Transform::Count('s'), 4);
+            let mut out = Vec::new();
+            for piece in pieces {
+                replier.on_data(piece, &mut out).unwrap();
+            }
+            assert_eq!(out, b"4\r\n", "{pieces:?}");
+        }
+        // But a \r that is not followed by \n is: 5 bytes.
+        let mut replier = StreamReplier::new(Transform::Count('s'), 4);
+        replier.on_data(b"ssss\r", &mut out).unwrap();
+        assert!(replier.on_data(b"s", &mut out).is_err());
+        let mut replier = StreamReplier::new(Transform::Count('s'), 4);
+        assert!(replier.on_data(b"ssss\rs\n", &mut out).is_err());
         // Other transforms stream lines of any length.
         let mut upper = StreamReplier::new(Transform::Upper, 4);
         upper.on_data(b"far more than four", &mut out).unwrap();
