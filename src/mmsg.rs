@@ -4,6 +4,15 @@
 //! [`SendBatch`] sends on a connected socket, [`AddressedBatch`] to an
 //! address per datagram (a server's replies).
 //!
+//! **Reply from the address asked.** A socket bound to a wildcard address
+//! (`0.0.0.0`, `[::]`) on a host with several addresses would answer from
+//! whichever one the routing table picks, and a client whose socket is
+//! connected to another drops the reply. With [`enable_pktinfo`], each
+//! received message carries the address it was sent to
+//! ([`RecvBatch::destination`], from `IP_PKTINFO`/`IPV6_PKTINFO`), and an
+//! [`AddressedBatch`] sends each reply from the address given with it, in
+//! the same `sendmmsg(2)`, as DNS and NTP servers do.
+//!
 //! **Offload.** With [`enable_gro`], the kernel may hand over a run of
 //! equal-sized datagrams of one flow as one buffer and a segment size (UDP
 //! GRO); [`RecvBatch::datagrams`] splits it back, so callers always see
@@ -37,11 +46,40 @@ const MAX_SEGMENTS: usize = 64;
 /// packet's length field, the smaller of the two families.
 const MAX_SEGMENTED_BYTES: usize = crate::protocol::MAX_DATAGRAM_BYTES_V4;
 
-/// Room for one control message with an `int` (the largest we send or
-/// read), 8-byte aligned as `cmsghdr` needs.
+/// Room for the control messages of one datagram, 8-byte aligned as
+/// `cmsghdr` needs: a segment size (`int`, 24 bytes with its header) and an
+/// `in6_pktinfo` (40 bytes), the most we send or receive together.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct Control([u8; 32]);
+struct Control([u8; 64]);
+
+/// The local address a datagram was sent to, as the kernel reported it, to
+/// send its reply from: the form (IPv4 or IPv6 control message) follows
+/// the one received, which the kernel takes back on either family of socket
+/// (an IPv4 datagram on a dual-stack IPv6 socket comes with `IP_PKTINFO`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// `IP_PKTINFO`: the destination address of the IPv4 header.
+    V4(std::net::Ipv4Addr),
+    /// `IPV6_PKTINFO`: the destination address, and the interface it came
+    /// in on (a link-local address means nothing without it).
+    V6(std::net::Ipv6Addr, u32),
+}
+
+/// Asks the kernel to report each datagram's destination address (see
+/// [`RecvBatch::destination`]): `IP_PKTINFO` on an IPv4 socket, and on an
+/// IPv6 one `IPV6_RECVPKTINFO`, plus `IP_PKTINFO` for the IPv4 datagrams a
+/// dual-stack socket receives (refused on an IPv6-only one, which gets
+/// none: that error is ignored).
+pub fn enable_pktinfo(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        let _ = set_int_option(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+        Ok(())
+    } else {
+        set_int_option(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    }
+}
 
 /// Waits until `fd`'s send buffer has room, for at most `timeout`; returns
 /// whether it has. For a thread that sends on a blocking socket with
@@ -149,7 +187,7 @@ impl RecvBatch {
             iov: vec![unsafe { std::mem::zeroed() }; count],
             hdr: vec![unsafe { std::mem::zeroed() }; count],
             names: vec![unsafe { std::mem::zeroed() }; count],
-            control: vec![Control([0; 32]); count],
+            control: vec![Control([0; 64]); count],
             received: 0,
         }
     }
@@ -237,13 +275,43 @@ impl RecvBatch {
     }
 }
 
-/// Where datagram `i`'s payload starts in an [`AddressedBatch`]'s buffer.
-fn start(entries: &[(usize, SockAddr)], i: usize) -> usize {
-    i.checked_sub(1).map_or(0, |i| entries[i].0)
+impl RecvBatch {
+    /// The local address message `i` of the last call was sent to, if the
+    /// kernel said (with [`enable_pktinfo`]) and it is one a reply can come
+    /// from: not a broadcast or multicast address.
+    pub fn destination(&self, i: usize) -> Option<Local> {
+        assert!(i < self.received, "datagram {i} of {}", self.received);
+        let local = find_control(&self.hdr[i].msg_hdr, |level, kind, data| {
+            match (level, kind) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    // SAFETY: the kernel wrote an `in_pktinfo` here.
+                    let info: libc::in_pktinfo = unsafe { std::ptr::read_unaligned(data.cast()) };
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    Some(Local::V4(ip))
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    // SAFETY: the kernel wrote an `in6_pktinfo` here.
+                    let info: libc::in6_pktinfo = unsafe { std::ptr::read_unaligned(data.cast()) };
+                    let ip = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                    Some(Local::V6(ip, info.ipi6_ifindex))
+                }
+                _ => None,
+            }
+        })?;
+        let unicast = match local {
+            Local::V4(ip) => !(ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified()),
+            Local::V6(ip, _) => !(ip.is_multicast() || ip.is_unspecified()),
+        };
+        unicast.then_some(local)
+    }
 }
 
-/// The segment size the kernel reported for a coalesced message (UDP GRO).
-fn segment_size(hdr: &libc::msghdr) -> Option<usize> {
+/// The first control message of `hdr` that `pick` (given its level, type
+/// and data) makes something of.
+fn find_control<T>(
+    hdr: &libc::msghdr,
+    mut pick: impl FnMut(libc::c_int, libc::c_int, *const u8) -> Option<T>,
+) -> Option<T> {
     if hdr.msg_controllen == 0 {
         return None;
     }
@@ -252,14 +320,35 @@ fn segment_size(hdr: &libc::msghdr) -> Option<usize> {
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(size).ok().filter(|&s| s > 0);
+            if let Some(found) = pick((*c).cmsg_level, (*c).cmsg_type, libc::CMSG_DATA(c)) {
+                return Some(found);
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
     None
+}
+
+/// One datagram of an [`AddressedBatch`]: its payload's end in the buffer,
+/// where it goes, and where it comes from (`None`: as the kernel picks).
+type Entry = (usize, SockAddr, Option<Local>);
+
+/// Where datagram `i`'s payload starts in an [`AddressedBatch`]'s buffer.
+fn start(entries: &[Entry], i: usize) -> usize {
+    i.checked_sub(1).map_or(0, |i| entries[i].0)
+}
+
+/// The segment size the kernel reported for a coalesced message (UDP GRO).
+fn segment_size(hdr: &libc::msghdr) -> Option<usize> {
+    find_control(hdr, |level, kind, data| {
+        if level == libc::SOL_UDP && kind == libc::UDP_GRO {
+            // SAFETY: the kernel wrote an `int` here.
+            let size = unsafe { std::ptr::read_unaligned(data.cast::<libc::c_int>()) };
+            usize::try_from(size).ok().filter(|&s| s > 0)
+        } else {
+            None
+        }
+    })
 }
 
 /// The datagrams of one received message: see [`RecvBatch::datagrams`].
@@ -334,8 +423,8 @@ impl Segmenting {
 /// in one buffer that is reused, so a steady load allocates nothing.
 pub struct AddressedBatch {
     buf: Vec<u8>,
-    /// Each datagram's end in `buf` and its destination.
-    entries: Vec<(usize, SockAddr)>,
+    /// Each datagram's end in `buf`, its destination and its source.
+    entries: Vec<Entry>,
     /// Datagrams before this one are sent (or given up on).
     next: usize,
     /// The sends of the current call: each a run of datagrams (their first
@@ -366,11 +455,13 @@ impl AddressedBatch {
         self.next = 0;
     }
 
-    /// Adds a datagram to `to` whose payload `write` appends to the buffer
-    /// it is given.
-    pub fn push(&mut self, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) {
+    /// Adds a datagram to `to`, sent from `from` (`None`: from the address
+    /// the kernel picks), whose payload `write` appends to the buffer it is
+    /// given.
+    pub fn push(&mut self, to: SocketAddr, from: Option<Local>, write: impl FnOnce(&mut Vec<u8>)) {
         write(&mut self.buf);
-        self.entries.push((self.buf.len(), SockAddr::from(to)));
+        self.entries
+            .push((self.buf.len(), SockAddr::from(to), from));
     }
 
     /// Datagrams not yet sent.
@@ -386,7 +477,7 @@ impl AddressedBatch {
 
     /// The next datagram to send: its payload and destination.
     pub fn peek(&self) -> Option<(&[u8], SocketAddr)> {
-        let (end, to) = self.entries.get(self.next)?;
+        let (end, to, _) = self.entries.get(self.next)?;
         let start = start(&self.entries, self.next);
         Some((&self.buf[start..*end], to.as_socket()?))
     }
@@ -409,7 +500,8 @@ impl AddressedBatch {
                 let start = start(entries, first);
                 let end = entries[first + count - 1].0;
                 let segment = if count > 1 { (end - start) / count } else { 0 };
-                (&buf[start..end], Some(&entries[first].1), segment)
+                let (_, to, from) = &entries[first];
+                (&buf[start..end], Some(to), from.as_ref(), segment)
             });
             match self.headers.send(fd, runs) {
                 Ok(n) => {
@@ -434,15 +526,16 @@ impl AddressedBatch {
         self.runs.clear();
         let mut first = self.next;
         while first < self.entries.len() && self.runs.len() < self.headers.hdr.len() {
-            let (end, to) = &self.entries[first];
+            let (end, to, from) = &self.entries[first];
             let size = end - start(&self.entries, first);
             // Looks no further than one run can reach: a batch may hold
-            // thousands of alike replies (coalesced requests).
+            // thousands of alike replies (coalesced requests). A run joins
+            // datagrams of one size, one destination and one source.
             let alike = self.entries[first + 1..]
                 .iter()
                 .take(MAX_SEGMENTS - 1)
-                .scan(*end, |prev, (end, next_to)| {
-                    let same = end - *prev == size && next_to == to;
+                .scan(*end, |prev, (end, next_to, next_from)| {
+                    let same = end - *prev == size && next_to == to && next_from == from;
                     *prev = *end;
                     same.then_some(())
                 })
@@ -482,7 +575,7 @@ impl SendBatch {
         loop {
             let run = self.segmenting.run(size, buf.len() / size);
             let segment = if run > 1 { size } else { 0 };
-            let sends = buf.chunks(run * size).map(|d| (d, None, segment));
+            let sends = buf.chunks(run * size).map(|d| (d, None, None, segment));
             match self.headers.send(fd, sends) {
                 Ok(n) => return Ok((n * run).min(buf.len() / size)),
                 Err(e) if run > 1 && self.segmenting.refused(size, &e) => {}
@@ -509,18 +602,19 @@ impl SendHeaders {
             // SAFETY: all-zero is a valid iovec and mmsghdr.
             iov: vec![unsafe { std::mem::zeroed() }; count],
             hdr: vec![unsafe { std::mem::zeroed() }; count],
-            control: vec![Control([0; 32]); count],
+            control: vec![Control([0; 64]); count],
         }
     }
 
     /// Sends up to a batch of `sends`, each a payload, on an unconnected
-    /// socket a destination, and a segment size (0: one datagram; else the
-    /// payload is a run of datagrams this long), without blocking. Returns
-    /// how many sends went (the first ones).
+    /// socket a destination, a source address (`None`: the kernel picks),
+    /// and a segment size (0: one datagram; else the payload is a run of
+    /// datagrams this long), without blocking. Returns how many sends went
+    /// (the first ones).
     fn send<'a>(
         &mut self,
         fd: BorrowedFd<'_>,
-        sends: impl Iterator<Item = (&'a [u8], Option<&'a SockAddr>, usize)>,
+        sends: impl Iterator<Item = (&'a [u8], Option<&'a SockAddr>, Option<&'a Local>, usize)>,
     ) -> io::Result<usize> {
         let mut count = 0;
         let headers = self
@@ -528,7 +622,7 @@ impl SendHeaders {
             .iter_mut()
             .zip(&mut self.hdr)
             .zip(&mut self.control);
-        for (((iov, hdr), control), (data, to, segment)) in headers.zip(sends) {
+        for (((iov, hdr), control), (data, to, from, segment)) in headers.zip(sends) {
             iov.iov_base = data.as_ptr().cast_mut().cast();
             iov.iov_len = data.len();
             // SAFETY: all-zero is a valid msghdr.
@@ -539,8 +633,8 @@ impl SendHeaders {
                 hdr.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
                 hdr.msg_hdr.msg_namelen = to.len();
             }
-            if segment > 0 {
-                set_segment(hdr, control, segment);
+            if segment > 0 || from.is_some() {
+                set_control(hdr, control, segment, from);
             }
             count += 1;
         }
@@ -559,22 +653,64 @@ impl SendHeaders {
     }
 }
 
-/// Points `hdr` at `control`, holding a `UDP_SEGMENT` message: the payload
-/// is cut into datagrams of `segment` bytes.
-fn set_segment(hdr: &mut libc::mmsghdr, control: &mut Control, segment: usize) {
-    let segment = u16::try_from(segment).expect("segments fit in a datagram");
+/// Points `hdr` at `control`, holding a `UDP_SEGMENT` message if
+/// `segment` is not 0 (the payload is cut into datagrams of `segment`
+/// bytes), and an `IP_PKTINFO` or `IPV6_PKTINFO` message if `from` is given
+/// (the datagrams leave from that address).
+fn set_control(
+    hdr: &mut libc::mmsghdr,
+    control: &mut Control,
+    segment: usize,
+    from: Option<&Local>,
+) {
     hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE of a u16 (24 bytes) fits the 32-byte, 8-aligned
-    // control buffer, so CMSG_FIRSTHDR is non-null and the writes through
-    // it and CMSG_DATA stay inside the buffer.
+    let base = control.0.as_mut_ptr();
+    let mut used = 0;
+    // SAFETY: the control buffer is 64 bytes, 8-aligned, and the messages
+    // written take at most CMSG_SPACE(2) + CMSG_SPACE(20) = 24 + 40 = 64
+    // bytes; each starts at a multiple of 8 (CMSG_SPACE is aligned), so its
+    // header, and the writes through it and CMSG_DATA, lie inside the
+    // buffer. (Not CMSG_NXTHDR: it reads the next header's length, which
+    // is stale from an earlier batch until written.)
     unsafe {
-        hdr.msg_hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
-        let c = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
-        (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = libc::UDP_SEGMENT;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+        let mut put = |level, kind, data: &[u8]| {
+            let c = base.add(used).cast::<libc::cmsghdr>();
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = kind;
+            (*c).cmsg_len = libc::CMSG_LEN(data.len() as u32) as usize;
+            std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+            used += libc::CMSG_SPACE(data.len() as u32) as usize;
+        };
+        if segment > 0 {
+            let segment = u16::try_from(segment).expect("segments fit in a datagram");
+            put(libc::SOL_UDP, libc::UDP_SEGMENT, &segment.to_ne_bytes());
+        }
+        match from {
+            Some(Local::V4(ip)) => {
+                let mut info: libc::in_pktinfo = std::mem::zeroed();
+                // ipi_spec_dst is the source address; the interface is left
+                // to routing (0), as DNS servers leave it for IPv4.
+                info.ipi_spec_dst.s_addr = u32::from(*ip).to_be();
+                let bytes = std::slice::from_raw_parts(
+                    (&raw const info).cast::<u8>(),
+                    size_of::<libc::in_pktinfo>(),
+                );
+                put(libc::IPPROTO_IP, libc::IP_PKTINFO, bytes);
+            }
+            Some(Local::V6(ip, interface)) => {
+                let mut info: libc::in6_pktinfo = std::mem::zeroed();
+                info.ipi6_addr.s6_addr = ip.octets();
+                info.ipi6_ifindex = *interface;
+                let bytes = std::slice::from_raw_parts(
+                    (&raw const info).cast::<u8>(),
+                    size_of::<libc::in6_pktinfo>(),
+                );
+                put(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, bytes);
+            }
+            None => {}
+        }
     }
+    hdr.msg_hdr.msg_controllen = used;
 }
 
 #[cfg(test)]
@@ -641,10 +777,10 @@ mod tests {
                     for i in 0..n {
                         let from = recv.source(i).unwrap();
                         let (data, _) = recv.datagrams(i).next().unwrap();
-                        replies.push(from, |buf| buf.extend(data.to_ascii_uppercase()));
+                        replies.push(from, None, |buf| buf.extend(data.to_ascii_uppercase()));
                         // One reply too large for any datagram, to skip.
                         if got + i == 1 {
-                            replies.push(from, |buf| buf.resize(buf.len() + 70_000, b'x'));
+                            replies.push(from, None, |buf| buf.resize(buf.len() + 70_000, b'x'));
                         }
                     }
                     got += n;
@@ -786,7 +922,10 @@ mod tests {
         // A run with a shorter last datagram, as other senders may send.
         let mut headers = SendHeaders::new(1);
         let n = headers
-            .send(a.as_fd(), std::iter::once((&b"aaaabbbbcc"[..], None, 4)))
+            .send(
+                a.as_fd(),
+                std::iter::once((&b"aaaabbbbcc"[..], None, None, 4)),
+            )
             .unwrap();
         assert_eq!(n, 1);
 
@@ -818,7 +957,7 @@ mod tests {
             (to0, b""),
         ];
         for (to, data) in pushes {
-            replies.push(to, |buf| buf.extend_from_slice(data));
+            replies.push(to, None, |buf| buf.extend_from_slice(data));
         }
         replies.plan_runs();
         assert_eq!(replies.runs, [(0, 3), (3, 2), (5, 2), (7, 1), (8, 1)]);
@@ -836,7 +975,7 @@ mod tests {
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut replies = AddressedBatch::new(8, true);
         for i in 0..200 {
-            replies.push(to, |buf| buf.extend(format!("{i:03}").bytes()));
+            replies.push(to, None, |buf| buf.extend(format!("{i:03}").bytes()));
         }
         replies.plan_runs();
         assert_eq!(replies.runs, [(0, 64), (64, 64), (128, 64), (192, 8)]);
@@ -865,7 +1004,7 @@ mod tests {
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut replies = AddressedBatch::new(4, true);
         for i in 0..5 {
-            replies.push(client.local_addr().unwrap(), |buf| {
+            replies.push(client.local_addr().unwrap(), None, |buf| {
                 buf.extend(format!("r{i}").bytes())
             });
         }
@@ -880,6 +1019,118 @@ mod tests {
     }
 
     /// Turns off UDP checksums on `socket` (`SO_NO_CHECK`).
+    /// Receives `count` messages on `socket`, blocking up to a bound.
+    fn recv_count(
+        socket: &UdpSocket,
+        recv: &mut RecvBatch,
+        count: usize,
+    ) -> Vec<(SocketAddr, Option<Local>, Vec<u8>)> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got.len() < count {
+            assert!(std::time::Instant::now() < deadline, "only {got:?}");
+            match recv.recv(socket.as_fd()) {
+                Ok(n) => {
+                    for i in 0..n {
+                        for (data, _) in recv.datagrams(i) {
+                            got.push((recv.source(i).unwrap(), recv.destination(i), data.to_vec()));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn replies_leave_from_the_address_each_request_was_sent_to() {
+        // A wildcard socket, as a server's; requests to two of loopback's
+        // addresses, from one client socket, of one size (so that a
+        // segmented send could join them, were it not for their sources).
+        let server = UdpSocket::bind("0.0.0.0:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        enable_pktinfo(server.as_fd(), false).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let targets = ["127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"];
+        for ip in targets {
+            client.send_to(b"same size", (ip, port)).unwrap();
+        }
+        let mut recv = RecvBatch::new(8, 64);
+        let got = recv_count(&server, &mut recv, targets.len());
+        let mut replies = AddressedBatch::new(8, supports_segmentation(server.as_fd()));
+        for (ip, (from, local, data)) in targets.iter().zip(&got) {
+            assert_eq!(*local, Some(Local::V4(ip.parse().unwrap())));
+            replies.push(*from, *local, |buf| buf.extend_from_slice(data));
+        }
+        while replies.pending() > 0 {
+            replies.send(server.as_fd()).unwrap();
+        }
+        for ip in targets {
+            let mut buf = [0u8; 64];
+            let (n, source) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"same size");
+            assert_eq!(
+                source,
+                SocketAddr::from((ip.parse::<std::net::Ipv4Addr>().unwrap(), port))
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_mapped_destinations_are_reported_and_answered_from() {
+        let server = UdpSocket::bind("[::]:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        enable_pktinfo(server.as_fd(), true).unwrap();
+        let port = server.local_addr().unwrap().port();
+        // The standard library leaves IPV6_V6ONLY as the system has it
+        // (off by default on Linux): IPv4 comes in mapped, with IP_PKTINFO.
+        let v6 = UdpSocket::bind("[::1]:0").unwrap();
+        v6.connect(("::1", port)).unwrap();
+        v6.send(b"six").unwrap();
+        let mut recv = RecvBatch::new(8, 64);
+        let got = recv_count(&server, &mut recv, 1);
+        let Some(Local::V6(ip, interface)) = got[0].1 else {
+            panic!("{got:?}")
+        };
+        assert_eq!(ip, std::net::Ipv6Addr::LOCALHOST);
+        assert!(interface > 0, "the loopback interface's index");
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4.connect(("127.0.0.2", port)).unwrap();
+        v4.send(b"four").unwrap();
+        let got4 = recv_count(&server, &mut recv, 1);
+        // Reported as the mapped IPv6 address (either form is taken back).
+        let mapped = match got4[0].1 {
+            Some(Local::V4(ip)) => ip,
+            Some(Local::V6(ip, _)) => ip.to_ipv4_mapped().expect("mapped"),
+            None => panic!("no destination"),
+        };
+        assert_eq!(mapped, std::net::Ipv4Addr::new(127, 0, 0, 2));
+        let mut replies = AddressedBatch::new(8, false);
+        for (from, local, data) in got.iter().chain(&got4) {
+            replies.push(*from, *local, |buf| buf.extend_from_slice(data));
+        }
+        while replies.pending() > 0 {
+            replies.send(server.as_fd()).unwrap();
+        }
+        // Connected sockets take replies only from the address they asked.
+        for (socket, want) in [(&v6, &b"six"[..]), (&v4, b"four")] {
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = [0u8; 16];
+            let n = socket.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+    }
+
     fn no_checksums(socket: &UdpSocket) {
         set_int_option(socket.as_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
     }

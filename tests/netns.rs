@@ -185,3 +185,40 @@ for source in ["fd00:1::10", "fd00:1::11", "fd00:2::10"]:
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("tcp_refused_per_source=1"), "{stderr}");
 }
+
+#[test]
+#[ignore = "needs root and ip netns; run by .ci/run"]
+fn udp_replies_come_from_the_address_asked_on_a_host_with_several() {
+    // The server's host has two IPv4 and two IPv6 addresses on one
+    // interface; without the destination of each datagram, replies to the
+    // second address of each family would leave from the first, and the
+    // client's connected socket would drop them.
+    let (server_ns, client_ns) = Netns::pair("multi");
+    let dev = |ns: &Netns| ns.output("ip -o link show type veth | cut -d: -f2 | cut -d@ -f1");
+    let server_dev = dev(&server_ns).trim().to_string();
+    let client_dev = dev(&client_ns).trim().to_string();
+    server_ns.exec_sh(&format!(
+        "ip addr add 10.203.0.3/24 dev {server_dev} && \
+         ip -6 addr add fd00:203::1/64 dev {server_dev} nodad && \
+         ip -6 addr add fd00:203::3/64 dev {server_dev} nodad"
+    ));
+    client_ns.exec_sh(&format!(
+        "ip -6 addr add fd00:203::2/64 dev {client_dev} nodad"
+    ));
+    let mut command = server_ns.command(env!("CARGO_BIN_EXE_upcase"));
+    command.args(["server", "--udp", "--port", "0"]);
+    let server = Server::spawn_command(command);
+    let port = server.port().to_string();
+    for host in ["10.203.0.1", "10.203.0.3", "fd00:203::1", "fd00:203::3"] {
+        let mut client = client_ns.command(env!("CARGO_BIN_EXE_upcase"));
+        client.args(["client", host, "--udp", "-p", &port, "--retries", "1"]);
+        let out = run_with_input(client, format!("to {host}\n").as_bytes());
+        assert_success(&out);
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("TO {}\n", host.to_uppercase())
+        );
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+}

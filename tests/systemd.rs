@@ -187,6 +187,23 @@ fn serves_tcp_and_udp_sockets_passed_in_either_order() {
 }
 
 #[test]
+fn a_passed_wildcard_udp_socket_answers_from_the_address_asked() {
+    let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let server = Server::spawn_listening_on(activated(vec![OwnedFd::from(udp)], &[]), 1);
+    // A connected socket takes a reply from the address it asked only.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(("127.0.0.2", port)).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.send(b"from where").unwrap();
+    let mut buf = [0u8; 64];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"FROM WHERE");
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
 fn a_passed_socket_it_cannot_serve_is_a_clear_error() {
     let (unix, _other) = UnixDatagram::pair().unwrap();
     let out = run_with_input(activated(vec![OwnedFd::from(unix)], &[]), b"");

@@ -190,3 +190,28 @@ fn sigterm_exits_zero_with_counts() {
     assert!(stderr.contains("udp_datagrams_in=3"), "{stderr}");
     assert!(stderr.contains("udp_datagrams_out=3"), "{stderr}");
 }
+
+#[test]
+fn replies_come_from_the_address_the_client_asked_on_a_wildcard_socket() {
+    // On 0.0.0.0, a request to 127.0.0.2 must be answered from 127.0.0.2:
+    // the client's socket is connected to it and takes nothing else. So
+    // must one to ::1 on [::], and on --reuseport's sockets.
+    for extra in [&[][..], &["--reuseport"]] {
+        let mut command = common::upcase();
+        command.args([
+            "server", "--udp", "--port", "0", "--listen", "0.0.0.0", "--listen", "::",
+        ]);
+        command.args(extra);
+        let server = Server::spawn_command(command);
+        let port = server.port().to_string();
+        for host in ["127.0.0.2", "127.0.0.1", "::1"] {
+            let mut client = common::upcase();
+            client.args(["client", host, "--udp", "-p", &port, "--retries", "0"]);
+            let out = common::run_with_input(client, b"which address?\n");
+            common::assert_success(&out);
+            assert_eq!(out.stdout, b"WHICH ADDRESS?\n", "{host} {extra:?}");
+        }
+        let (status, stderr) = server.stop();
+        assert!(status.success(), "{stderr}");
+    }
+}

@@ -63,9 +63,17 @@ const BATCH: usize = 64;
 /// come coalesced (GRO, where the kernel has it), which [`serve`] splits.
 /// Done before the server says it is ready, so that no datagram waits in
 /// the queue uncoalesced.
-pub(super) fn prepare(socket: &impl AsFd) {
+pub(super) fn prepare(socket: &socket2::Socket) {
     if let Err(e) = mmsg::enable_gro(socket.as_fd()) {
         tracing::debug!(error = %e, "no UDP receive offload");
+    }
+    // On a wildcard address, each datagram's destination is needed to
+    // answer from it; on one address, the kernel answers from that one.
+    if let Some(local) = socket.local_addr().ok().and_then(|a| a.as_socket())
+        && local.ip().is_unspecified()
+        && let Err(e) = mmsg::enable_pktinfo(socket.as_fd(), local.is_ipv6())
+    {
+        tracing::warn!(%local, error = %e, "cannot learn datagrams' destinations: on a host with several addresses, replies may come from another");
     }
 }
 
@@ -138,6 +146,8 @@ pub(super) fn serve(
         for i in 0..count {
             // One datagram, or a coalesced run of one peer's (UDP GRO).
             let datagrams = requests.datagrams(i);
+            // The reply leaves from the address the request was sent to.
+            let local = requests.destination(i);
             let Some(peer) = requests.source(i) else {
                 for (request, _) in datagrams {
                     datagrams_in += 1;
@@ -186,7 +196,7 @@ pub(super) fn serve(
                     Stats::add(&stats.udp_dropped_simulated, 1);
                     continue;
                 }
-                replies.push(peer, |out| {
+                replies.push(peer, local, |out| {
                     reply_to_datagram(config.transform, request, out)
                 });
             }
