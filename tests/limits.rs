@@ -433,3 +433,59 @@ fn exchange_ok(mut stream: TcpStream, message: &[u8]) -> TcpStream {
     assert_eq!(got, want);
     stream
 }
+
+#[test]
+fn exempt_sources_skip_the_per_source_limits_but_not_the_access_list() {
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1",
+        "--limit-loopback",
+        "--udp-rate-limit",
+        "5",
+        "--max-connections-per-source",
+        "1",
+        "--exempt",
+        "127.0.0.2/32",
+        "--exempt",
+        "127.0.0.3/32",
+        "--deny",
+        "127.0.0.3/32",
+    ]);
+    // Past the UDP rate (5 a second, in bursts of 5): every one answered.
+    let exempt = udp_from("127.0.0.2:0", server.udp4());
+    for i in 0..50 {
+        let text = format!("exempt {i}");
+        assert_eq!(
+            request(&exempt, text.as_bytes()),
+            text.to_uppercase().as_bytes()
+        );
+    }
+    // Past the per-source connection cap: every one served.
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| connect(server.tcp4(), "127.0.0.2"))
+        .collect();
+    for (i, stream) in held.iter_mut().enumerate() {
+        let text = format!("conn {i}");
+        assert_eq!(
+            echo_once(stream, text.as_bytes()),
+            text.to_uppercase().as_bytes()
+        );
+    }
+    // Others are still limited.
+    let mut first = connect(server.tcp4(), "127.0.0.1");
+    assert_eq!(echo_once(&mut first, b"a"), b"A");
+    let mut second = connect(server.tcp4(), "127.0.0.1");
+    let mut line = String::new();
+    second.read_to_string(&mut line).unwrap();
+    assert!(line.starts_with("upcase: too many connections"), "{line}");
+    // --exempt does not lift --deny.
+    let denied = udp_from("127.0.0.3:0", server.udp4());
+    denied.send(b"let me in").unwrap();
+    assert_eq!(request(&exempt, b"sync"), b"SYNC");
+    assert_nothing_waiting(&denied);
+    drop((held, first));
+    let (_, stderr) = server.stop();
+    assert_eq!(counter(&stderr, "udp_rate_limited"), 0, "{stderr}");
+    assert_eq!(counter(&stderr, "tcp_refused_per_source"), 1, "{stderr}");
+    assert_eq!(counter(&stderr, "udp_refused_denied"), 1, "{stderr}");
+}

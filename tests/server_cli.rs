@@ -132,3 +132,24 @@ fn an_address_given_twice_is_listened_on_once() {
         "{rest}"
     );
 }
+
+#[test]
+fn the_idle_default_outlasts_a_person_at_the_prompt() {
+    // The textbook TCP client connects, then waits for a line: at 60 s, a
+    // student who took a minute got "From Server:" and nothing.
+    let out = run_with_input(
+        {
+            let mut c = upcase();
+            c.args(["server", "--help"]);
+            c
+        },
+        b"",
+    );
+    let help = String::from_utf8(out.stdout).unwrap();
+    let option = help
+        .split("--idle-timeout")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap();
+    assert!(option.contains("[default: 10m]"), "{option}");
+}

@@ -42,7 +42,7 @@ pub struct Args {
     /// count over TCP: the longest line in bytes; a longer one gets an error line and the connection is closed
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().count_max_line_bytes)]
     count_max_line_bytes: usize,
-    /// Close a TCP connection after this long with nothing received
+    /// Close a TCP connection after this long with nothing received (long enough for a person at the textbook client's prompt, which connects first)
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().idle_timeout.into())]
     idle_timeout: humantime::Duration,
     /// Move a TCP connection silent this long out of its task into the server's idle set (about 0.2 KB instead of 1.4 KB); 0: never
@@ -66,6 +66,9 @@ pub struct Args {
     /// Apply the per-source limits to loopback sources too (exempt by default)
     #[arg(long)]
     limit_loopback: bool,
+    /// Exempt these sources (CIDR) from the per-source limits (connections per source, UDP rate), e.g. a benchmarking or monitoring host; not from --deny or --max-connections; repeatable
+    #[arg(long, value_name = "CIDR")]
+    exempt: Vec<ipnet::IpNet>,
     /// Serve only these networks (CIDR, e.g. 10.0.0.0/8); repeatable
     #[arg(long, value_name = "CIDR")]
     allow: Vec<ipnet::IpNet>,
@@ -188,6 +191,7 @@ impl Args {
             udp_rate_limit: self.udp_rate_limit,
             udp_rate_table_entries: self.udp_rate_table_entries,
             limit_loopback: self.limit_loopback,
+            exempt: self.exempt.clone(),
             access: AccessList {
                 allow: self.allow.clone(),
                 deny: self.deny.clone(),

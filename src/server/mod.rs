@@ -61,7 +61,9 @@ pub struct Config {
     /// one-line error and the connection is closed. Default: 1 MiB.
     pub count_max_line_bytes: usize,
     /// A TCP connection on which nothing arrives for this long is closed.
-    /// Default: 60 s.
+    /// Default: 10 minutes: longer than a person takes at the textbook
+    /// client's prompt (it connects first, then waits for a line), while
+    /// the per-source and total connection caps bound how many can wait.
     pub idle_timeout: Duration,
     /// A TCP connection silent for this long, holding nothing back, leaves
     /// its task and waits in the server's idle set (the `park` module), where it costs
@@ -94,6 +96,10 @@ pub struct Config {
     /// and benchmarks run there, and loopback cannot be forged from off the
     /// host. Default: false.
     pub limit_loopback: bool,
+    /// Sources exempt from the per-source limits (`max_connections_per_source`,
+    /// `udp_rate_limit`): a benchmarking or monitoring host. Not from the
+    /// access list, the connection cap or the loop breaker. Default: none.
+    pub exempt: Vec<ipnet::IpNet>,
     /// `--allow` / `--deny` networks, for both protocols. Default: empty
     /// (everyone allowed).
     pub access: AccessList,
@@ -125,7 +131,7 @@ impl Default for Config {
             transform: Transform::Upper,
             count_pause: Duration::from_millis(200),
             count_max_line_bytes: 1 << 20,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
             park_after: Duration::from_secs(1),
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
@@ -133,6 +139,7 @@ impl Default for Config {
             udp_rate_limit: 200,
             udp_rate_table_entries: 65_536,
             limit_loopback: false,
+            exempt: Vec::new(),
             access: AccessList::default(),
             listen_backlog: 1024,
             shutdown_timeout: Duration::from_secs(25),
@@ -145,10 +152,12 @@ impl Default for Config {
 
 impl Config {
     /// Whether the per-source limits (connections per source, UDP rate)
-    /// apply to `ip`: always, unless it is loopback and `limit_loopback` is
-    /// off.
+    /// apply to `ip`: always, unless it is in `exempt`, or it is loopback
+    /// and `limit_loopback` is off.
     pub fn limits_source(&self, ip: std::net::IpAddr) -> bool {
-        self.limit_loopback || !guard::canonical(ip).is_loopback()
+        let ip = guard::canonical(ip);
+        (self.limit_loopback || !ip.is_loopback())
+            && !self.exempt.iter().any(|net| net.contains(&ip))
     }
 }
 
