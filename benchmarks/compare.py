@@ -45,7 +45,10 @@ SERVER_CPU, LOAD_CPU = "0", "1"
 
 
 def upcase_server(port, binary=UPCASE, threads=1):
-    return [str(binary), "-q", "server", "--threads", str(threads), "--listen", "127.0.0.1",
+    # The wildcard address, as the server defaults to: UDP replies then carry
+    # the address each request was sent to (IP_PKTINFO), the path a real host
+    # takes. The load still targets 127.0.0.1.
+    return [str(binary), "-q", "server", "--threads", str(threads), "--listen", "0.0.0.0",
             "--port", str(port)]
 
 

@@ -21,7 +21,7 @@
 //! window. Loopback is not exempt: a loop on one host is still a loop.
 //!
 //! Memory is bounded: the last datagram's fingerprint of at most
-//! [`LoopBreaker::PEERS`] peers, least recently heard forgotten first (to
+//! [`LoopBreaker::PEERS`] peers (and the one heard last), least recently heard forgotten first (to
 //! keep a loop alive by eviction, an attacker would have to forge that
 //! many other peers within each round trip: a flood of its own). Pure: the
 //! caller passes the time.
@@ -44,6 +44,11 @@ struct Last {
 /// Per-peer repeat counts for one socket.
 #[derive(Debug)]
 pub struct LoopBreaker {
+    /// The peer heard last, kept out of the table: a batch often holds runs
+    /// of one peer's datagrams (coalesced by GRO), which then cost one
+    /// fingerprint each and no table lookup.
+    current: Option<(SocketAddr, Last)>,
+    /// The other peers, least recently heard first out.
     peers: LruCache<SocketAddr, Last>,
     /// Fingerprints with a key chosen at random per process, so nobody can
     /// craft two different datagrams that look the same.
@@ -53,6 +58,7 @@ pub struct LoopBreaker {
 impl Default for LoopBreaker {
     fn default() -> Self {
         LoopBreaker {
+            current: None,
             peers: LruCache::new(NonZeroUsize::new(Self::PEERS).expect("PEERS > 0")),
             hasher: foldhash::fast::RandomState::default(),
         }
@@ -72,27 +78,31 @@ impl LoopBreaker {
     /// [`Self::MAX_REPEATS`] times in a row, each within [`Self::WINDOW`].
     pub fn allow(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> bool {
         let fingerprint = self.hasher.hash_one(datagram);
-        if let Some(last) = self.peers.get_mut(&peer) {
-            let repeat = last.fingerprint == fingerprint
-                && now.saturating_duration_since(last.at) < Self::WINDOW;
-            last.repeats = if repeat {
-                last.repeats.saturating_add(1)
-            } else {
-                0
-            };
-            last.fingerprint = fingerprint;
-            last.at = now;
-            return last.repeats <= Self::MAX_REPEATS;
-        }
-        self.peers.push(
-            peer,
-            Last {
-                fingerprint,
-                repeats: 0,
-                at: now,
-            },
-        );
-        true
+        let last = match &mut self.current {
+            Some((current, last)) if *current == peer => last,
+            slot => {
+                if let Some((previous, last)) = slot.take() {
+                    self.peers.push(previous, last);
+                }
+                let fresh = Last {
+                    fingerprint: !fingerprint,
+                    repeats: 0,
+                    at: now,
+                };
+                let last = self.peers.pop(&peer).unwrap_or(fresh);
+                &mut slot.insert((peer, last)).1
+            }
+        };
+        let repeat = last.fingerprint == fingerprint
+            && now.saturating_duration_since(last.at) < Self::WINDOW;
+        last.repeats = if repeat {
+            last.repeats.saturating_add(1)
+        } else {
+            0
+        };
+        last.fingerprint = fingerprint;
+        last.at = now;
+        last.repeats <= Self::MAX_REPEATS
     }
 }
 
@@ -178,5 +188,12 @@ mod tests {
             breaker.allow(peer, b"X", t0);
         }
         assert_eq!(breaker.peers.len(), LoopBreaker::PEERS);
+        // The peer heard last is counted, evicted or not, when it comes back.
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40000));
+        for _ in 0..=LoopBreaker::MAX_REPEATS {
+            assert!(breaker.allow(peer, b"Y", t0));
+            breaker.allow(SocketAddr::from(([192, 0, 2, 2], 40000)), b"Z", t0);
+        }
+        assert!(!breaker.allow(peer, b"Y", t0));
     }
 }
