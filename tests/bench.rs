@@ -296,3 +296,66 @@ fn ctrl_c_stops_the_run_and_still_reports() {
     );
     assert_eq!(c["mismatched"], 0);
 }
+
+#[test]
+fn refusals_that_look_like_a_rate_limit_are_named_with_the_flag_that_lifts_them() {
+    let notes = |report: &serde_json::Value| -> Vec<String> {
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let limited = Server::start(&["--udp", "--limit-loopback", "--udp-rate-limit", "20"]);
+    let port = limited.port();
+    let (_, report) = bench(&format!(
+        "127.0.0.1 --port {port} --udp -n 100 --pipeline 16 --timeout 500ms"
+    ));
+    assert!(counts(&report)["lost"] > 0, "{report}");
+    let said = notes(&report);
+    assert_eq!(said.len(), 1, "{report}");
+    assert!(
+        said[0].contains("--exempt") && said[0].contains("--udp-rate-limit 0"),
+        "{said:?}"
+    );
+    drop(limited);
+
+    // Exempt, the same load gets every reply, and no note.
+    let exempt = Server::start(&[
+        "--udp",
+        "--limit-loopback",
+        "--udp-rate-limit",
+        "20",
+        "--exempt",
+        "127.0.0.0/8",
+    ]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {} --udp -n 100 --pipeline 16 --timeout 500ms",
+        exempt.port()
+    ));
+    assert_all_right(ok, &report, 100);
+    assert_eq!(notes(&report), Vec::<String>::new());
+}
+
+#[test]
+fn a_server_that_closes_after_each_reply_is_named_in_persistent_mode() {
+    let (_tcp, port) = start_textbook_server("textbook_tcp_server.py");
+    let mut command = upcase();
+    command.args([
+        "bench",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--tcp",
+        "-n",
+        "20",
+    ]);
+    command.args(["--timeout", "5s"]);
+    let out = run_with_input(command, b"");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("it answers one request per connection, as the textbook TCPServer does; measure it with --mode oneshot"),
+        "{text}"
+    );
+}

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub use inflight::{InFlight, Request};
 pub use pace::{Next, Pacer};
 pub use payload::{Expect, Payloads};
-pub use report::{Results, Tally};
+pub use report::{Load, Results, Tally};
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
 pub const BATCH: usize = 32;
@@ -351,7 +351,15 @@ impl Running {
             .run
             .send_until
             .map_or_else(Instant::now, |t| t.min(Instant::now()));
-        Results::new(&total, self.run.measure_start, end)
+        let mut results = Results::new(&total, self.run.measure_start, end);
+        results.diagnose(match self.run.config.transport {
+            Transport::Udp => Load::Udp {
+                timeout: self.run.config.timeout,
+            },
+            Transport::TcpPersistent => Load::TcpPersistent,
+            Transport::TcpOneshot => Load::TcpOneshot,
+        });
+        results
     }
 }
 

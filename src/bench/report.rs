@@ -157,6 +157,21 @@ pub struct Results {
     pub latency: Option<Latency>,
     /// The latency distribution from the median out to 99.999% (for plots).
     pub distribution: Vec<Point>,
+    /// What the counts suggest about the server, in a sentence each (see
+    /// [`Results::diagnose`]); absent from runs before there were notes.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// What kind of load a run was, as [`Results::diagnose`] needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// UDP, each request timed out after `timeout`.
+    Udp { timeout: Duration },
+    /// Requests on persistent TCP connections.
+    TcpPersistent,
+    /// One request per TCP connection.
+    TcpOneshot,
 }
 
 impl Results {
@@ -207,6 +222,49 @@ impl Results {
             bytes_received_per_second: per_second(tally.counts.bytes_received),
             latency,
             distribution,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Adds notes on what the counts of a `load` suggest, where they look
+    /// like a server's policy rather than a fault:
+    ///
+    /// - over UDP, requests with no reply while the replies that came were
+    ///   quick (p99 under a quarter of the timeout): a server refusing
+    ///   rather than a path losing, such as upcase's per-source rate limit;
+    /// - on persistent TCP connections, connections closed by the server
+    ///   after about one reply each: a server that answers one request per
+    ///   connection, as the textbook TCPServer does.
+    pub fn diagnose(&mut self, load: Load) {
+        let c = self.counts;
+        match load {
+            Load::Udp { timeout } => {
+                let quick = self
+                    .latency
+                    .is_some_and(|l| l.p99_ms < timeout.as_secs_f64() * 1000.0 / 4.0);
+                if c.lost > 0 && c.lost * 100 >= c.sent && quick {
+                    self.notes.push(format!(
+                        "{} of {} requests got no reply while the replies that came were quick: \
+                         the server may be refusing them rather than the path losing them. \
+                         upcase server limits each /24 (IPv6 /64) to --udp-rate-limit datagrams \
+                         a second (200 by default): run it with --exempt for this host's \
+                         address, or --udp-rate-limit 0",
+                        c.lost, c.sent
+                    ));
+                }
+            }
+            Load::TcpPersistent => {
+                let closed = self.errors.get("closed").copied().unwrap_or(0);
+                if closed > 0 && c.received <= 2 * closed {
+                    self.notes.push(format!(
+                        "the server closed {closed} connections after about one reply each \
+                         ({} replies): it answers one request per connection, as the textbook \
+                         TCPServer does; measure it with --mode oneshot",
+                        c.received
+                    ));
+                }
+            }
+            Load::TcpOneshot => {}
         }
     }
 
@@ -251,6 +309,9 @@ impl Results {
                 .map(|(k, n)| format!("{n} {k}"))
                 .collect();
             let _ = writeln!(out, "  errors     {}", list.join(", "));
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "  note       {note}");
         }
         out
     }
