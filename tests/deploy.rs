@@ -132,10 +132,16 @@ impl Drop for Nginx {
 #[test]
 #[ignore = "needs nginx with the stream module (Debian nginx, libnginx-mod-stream); .ci/run installs them"]
 fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
-    let servers = [
-        Server::start(&["--listen", "127.0.0.1"]),
-        Server::start(&["--listen", "127.0.0.1"]),
+    // As the file's comment says to start them: nginx tells them each TCP
+    // client's address with the PROXY protocol.
+    let proxied = [
+        "--listen",
+        "127.0.0.1",
+        "--proxy-protocol",
+        "--trusted-proxy",
+        "127.0.0.1/32",
     ];
+    let servers = [Server::start(&proxied), Server::start(&proxied)];
     let front = free_port();
     let config = read("nginx/upcase.conf")
         .replace("127.0.0.1:12001", &servers[0].tcp4().to_string())
@@ -233,5 +239,73 @@ fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
     assert_eq!(udp.iter().sum::<u64>(), totals[1]["sent"]);
     let lines: u64 = summaries.iter().map(|s| counter(s, "tcp_lines_in")).sum();
     assert_eq!(lines, totals[0]["sent"] + totals[2]["sent"] + 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "needs haproxy (Debian package haproxy); .ci/run installs it"]
+fn haproxy_spreads_tcp_across_two_servers_with_the_proxy_protocol() {
+    let proxied = [
+        "--tcp",
+        "--listen",
+        "127.0.0.1",
+        "--proxy-protocol",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ];
+    let servers = [Server::start(&proxied), Server::start(&proxied)];
+    let front = free_port();
+    let config = read("haproxy/upcase.cfg")
+        .replace("127.0.0.1:12001", &servers[0].tcp4().to_string())
+        .replace("127.0.0.1:12002", &servers[1].tcp4().to_string())
+        .replace(":12000", &format!(":{front}"));
+    let directives: Vec<&str> = config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        directives.iter().all(|l| !l.contains("1200")),
+        "a port left unreplaced: {directives:#?}"
+    );
+    let dir = std::env::temp_dir().join(format!("upcase-haproxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("upcase.cfg"), config).unwrap();
+    let haproxy = common::KillOnDrop(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(dir.join("upcase.cfg"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let front_addr = SocketAddr::from(([127, 0, 0, 1], front));
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(front_addr).is_err() {
+        assert!(Instant::now() < deadline, "haproxy not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    const REQUESTS: u64 = 2000;
+    for host in ["127.0.0.1", "::1"] {
+        let (ok, report) = bench(&format!(
+            "{host} --port {front} --tcp -n {REQUESTS} -c 8 --pipeline 4 --timeout 10s"
+        ));
+        let c = counts(&report);
+        assert!(ok, "{report}");
+        assert_eq!(c["received"], REQUESTS, "{host}: {report}");
+    }
+    drop(haproxy);
+    let summaries: Vec<String> = servers.into_iter().map(|s| s.stop().1).collect();
+    let lines: Vec<u64> = summaries
+        .iter()
+        .map(|s| counter(s, "tcp_lines_in"))
+        .collect();
+    assert!(lines.iter().all(|&n| n > 0), "lines per server: {lines:?}");
+    assert_eq!(lines.iter().sum::<u64>(), 2 * REQUESTS);
+    // Every connection, health checks included, began with a valid header.
+    for summary in &summaries {
+        assert_eq!(counter(summary, "tcp_proxy_header_errors"), 0, "{summary}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

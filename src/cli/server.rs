@@ -69,6 +69,15 @@ pub struct Args {
     /// Exempt these sources (CIDR) from the per-source limits (connections per source, UDP rate), e.g. a benchmarking or monitoring host; not from --deny or --max-connections; repeatable
     #[arg(long, value_name = "CIDR")]
     exempt: Vec<ipnet::IpNet>,
+    /// TCP connections from a --trusted-proxy start with a PROXY protocol header (v1 or v2, as nginx's proxy_protocol and HAProxy's send-proxy send), whose client address then counts for the access list, the per-source limits and the logs
+    #[arg(long, requires = "trusted_proxy", conflicts_with = "inetd")]
+    proxy_protocol: bool,
+    /// Who may send a PROXY header (CIDR, e.g. 10.0.0.5/32); repeatable. From anyone else a header is data
+    #[arg(long, value_name = "CIDR", requires = "proxy_protocol")]
+    trusted_proxy: Vec<ipnet::IpNet>,
+    /// Close a trusted proxy's connection whose PROXY header has not come whole after this long
+    #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().proxy_header_timeout.into())]
+    proxy_header_timeout: humantime::Duration,
     /// Serve only these networks (CIDR, e.g. 10.0.0.0/8); repeatable
     #[arg(long, value_name = "CIDR")]
     allow: Vec<ipnet::IpNet>,
@@ -192,6 +201,12 @@ impl Args {
             udp_rate_table_entries: self.udp_rate_table_entries,
             limit_loopback: self.limit_loopback,
             exempt: self.exempt.clone(),
+            trusted_proxies: if self.proxy_protocol {
+                self.trusted_proxy.clone()
+            } else {
+                Vec::new()
+            },
+            proxy_header_timeout: self.proxy_header_timeout.into(),
             access: AccessList {
                 allow: self.allow.clone(),
                 deny: self.deny.clone(),

@@ -74,6 +74,7 @@ impl Collector for StatsCollector {
                     ("busy", &s.tcp_refused_busy),
                     ("per_source", &s.tcp_refused_per_source),
                     ("denied", &s.tcp_refused_denied),
+                    ("proxy_header", &s.tcp_proxy_header_errors),
                 ],
             },
             Family {

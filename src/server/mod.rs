@@ -18,6 +18,7 @@ pub mod inetd;
 mod loops;
 pub mod metrics;
 mod park;
+pub mod proxy;
 mod ratelimit;
 mod sources;
 mod stats;
@@ -100,6 +101,16 @@ pub struct Config {
     /// `udp_rate_limit`): a benchmarking or monitoring host. Not from the
     /// access list, the connection cap or the loop breaker. Default: none.
     pub exempt: Vec<ipnet::IpNet>,
+    /// TCP connections from these networks must start with a PROXY protocol
+    /// header (version 1 or 2, from a load balancer), whose client address
+    /// then stands for the connection's peer everywhere: the access list,
+    /// the per-source limits, logs. A connection from anyone else is taken
+    /// as it is, a header included (as data). Default: none (no PROXY
+    /// protocol).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A trusted proxy's connection whose header has not arrived whole
+    /// after this long is closed. Default: 5 s.
+    pub proxy_header_timeout: Duration,
     /// `--allow` / `--deny` networks, for both protocols. Default: empty
     /// (everyone allowed).
     pub access: AccessList,
@@ -140,6 +151,8 @@ impl Default for Config {
             udp_rate_table_entries: 65_536,
             limit_loopback: false,
             exempt: Vec::new(),
+            trusted_proxies: Vec::new(),
+            proxy_header_timeout: Duration::from_secs(5),
             access: AccessList::default(),
             listen_backlog: 1024,
             shutdown_timeout: Duration::from_secs(25),
@@ -151,6 +164,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether a TCP connection from `ip` must start with a PROXY header.
+    pub fn expects_proxy_header(&self, ip: std::net::IpAddr) -> bool {
+        let ip = guard::canonical(ip);
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
     /// Whether the per-source limits (connections per source, UDP rate)
     /// apply to `ip`: always, unless it is in `exempt`, or it is loopback
     /// and `limit_loopback` is off.

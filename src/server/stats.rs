@@ -23,6 +23,9 @@ pub struct Stats {
     pub tcp_refused_per_source: AtomicU64,
     /// TCP connections refused by the access list.
     pub tcp_refused_denied: AtomicU64,
+    /// TCP connections from a trusted proxy closed for want of a valid
+    /// PROXY header in time.
+    pub tcp_proxy_header_errors: AtomicU64,
     /// TCP connections closed by [`super::Config::idle_timeout`].
     pub tcp_idle_closed: AtomicU64,
     /// TCP connections closed by [`super::Config::write_timeout`].
@@ -100,6 +103,7 @@ impl Stats {
             ("tcp_refused_busy", &self.tcp_refused_busy),
             ("tcp_refused_per_source", &self.tcp_refused_per_source),
             ("tcp_refused_denied", &self.tcp_refused_denied),
+            ("tcp_proxy_header_errors", &self.tcp_proxy_header_errors),
             ("tcp_idle_closed", &self.tcp_idle_closed),
             ("tcp_write_stalled", &self.tcp_write_stalled),
             ("tcp_line_too_long", &self.tcp_line_too_long),

@@ -18,7 +18,7 @@ use std::net::Shutdown;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::park;
+use super::proxy;
 use super::sources::{SourceCounts, SourceSlot};
 use super::throttle::Throttle;
 use super::{Config, Stats};
@@ -83,6 +84,90 @@ pub(super) struct Acceptor {
     pub per_source: Arc<SourceCounts>,
 }
 
+/// What decides whether a client is served, once its address is known:
+/// the access list and the per-source cap. Shared by the accept loop and
+/// the tasks that read a trusted proxy's header.
+#[derive(Clone)]
+struct Admission {
+    shared: Arc<Shared>,
+    per_source: Arc<SourceCounts>,
+    /// Refusals are logged at most once a second, all paths together.
+    refusal_log: Arc<Mutex<Throttle>>,
+}
+
+impl Admission {
+    /// Serves `stream`, whose client is `client`, if the access list and
+    /// the per-source cap let it in; `slot` is its place under
+    /// `max_connections`.
+    fn admit(&self, stream: TcpStream, client: SocketAddr, slot: OwnedSemaphorePermit) {
+        let Shared { config, stats, .. } = &*self.shared;
+        if !config.access.permits(client.ip()) {
+            Stats::add(&stats.tcp_refused_denied, 1);
+            if let Some(suppressed) = self.log_refusal() {
+                tracing::warn!(peer = %client, suppressed, "refusing connection: denied by access list");
+            }
+            return; // Closed without a word, as a firewall would.
+        }
+        let source_slot = if !config.limits_source(client.ip()) {
+            None
+        } else if let Some(source_slot) = self.per_source.try_acquire(client.ip()) {
+            Some(source_slot)
+        } else {
+            Stats::add(&stats.tcp_refused_per_source, 1);
+            if let Some(suppressed) = self.log_refusal() {
+                tracing::warn!(peer = %client, max_connections_per_source = config.max_connections_per_source, suppressed, "refusing connection: too many from this address");
+            }
+            refuse(&stream, SOURCE_BUSY_LINE);
+            return;
+        };
+        let connection = Connection::open(
+            stream,
+            Origin::Accepted { slot, source_slot },
+            client,
+            self.shared.clone(),
+        );
+        // Spawned as it is, not inside an async block holding the slots:
+        // the block would keep a second copy of the connection in the task.
+        self.shared.tracker.spawn(connection.serve());
+    }
+
+    fn log_refusal(&self) -> Option<u64> {
+        let mut log = self.refusal_log.lock().unwrap_or_else(|e| e.into_inner());
+        log.allow(Instant::now())
+    }
+
+    /// Reads the PROXY header a trusted proxy's connection starts with,
+    /// within the header timeout, then admits the client it names (or the
+    /// proxy itself, for a header that names none). A connection without a
+    /// valid header in time is closed and counted.
+    async fn admit_proxied(
+        self,
+        mut stream: TcpStream,
+        proxy: SocketAddr,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let Shared {
+            config,
+            stats,
+            shutdown,
+            ..
+        } = &*self.shared;
+        let header = tokio::select! {
+            header = tokio::time::timeout(config.proxy_header_timeout, proxy::read_header(&mut stream)) => header,
+            () = shutdown.cancelled() => return,
+        };
+        let error = match header {
+            Ok(Ok(client)) => return self.admit(stream, client.unwrap_or(proxy), slot),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no PROXY header within {:?}", config.proxy_header_timeout),
+        };
+        Stats::add(&stats.tcp_proxy_header_errors, 1);
+        if let Some(suppressed) = self.log_refusal() {
+            tracing::warn!(%proxy, error, suppressed, "closing a trusted proxy's connection");
+        }
+    }
+}
+
 impl Acceptor {
     pub async fn run(self) {
         let Shared {
@@ -95,7 +180,11 @@ impl Acceptor {
         set_nodelay_inherited(&self.listener);
         let mut backoff = MIN_ACCEPT_BACKOFF;
         let mut busy_log = Throttle::new(Duration::from_secs(1));
-        let mut refusal_log = Throttle::new(Duration::from_secs(1));
+        let admission = Admission {
+            shared: self.shared.clone(),
+            per_source: self.per_source.clone(),
+            refusal_log: Arc::new(Mutex::new(Throttle::new(Duration::from_secs(1)))),
+        };
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -125,9 +214,13 @@ impl Acceptor {
                     continue;
                 }
             };
-            if !config.access.permits(peer.ip()) {
+            // A trusted proxy's client is known only after its header,
+            // read in a task of its own (it may be slow): the access list
+            // and the per-source cap wait for it.
+            let proxied = config.expects_proxy_header(peer.ip());
+            if !proxied && !config.access.permits(peer.ip()) {
                 Stats::add(&stats.tcp_refused_denied, 1);
-                if let Some(suppressed) = refusal_log.allow(Instant::now()) {
+                if let Some(suppressed) = admission.log_refusal() {
                     tracing::warn!(%peer, suppressed, "refusing connection: denied by access list");
                 }
                 continue; // Closed without a word, as a firewall would.
@@ -140,28 +233,11 @@ impl Acceptor {
                 refuse(&stream, BUSY_LINE);
                 continue;
             };
-            let source_slot = if !config.limits_source(peer.ip()) {
-                None
-            } else if let Some(source_slot) = self.per_source.try_acquire(peer.ip()) {
-                Some(source_slot)
+            if proxied {
+                tracker.spawn(admission.clone().admit_proxied(stream, peer, slot));
             } else {
-                Stats::add(&stats.tcp_refused_per_source, 1);
-                if let Some(suppressed) = refusal_log.allow(Instant::now()) {
-                    tracing::warn!(%peer, max_connections_per_source = config.max_connections_per_source, suppressed, "refusing connection: too many from this address");
-                }
-                refuse(&stream, SOURCE_BUSY_LINE);
-                continue;
-            };
-            let connection = Connection::open(
-                stream,
-                Origin::Accepted { slot, source_slot },
-                peer,
-                self.shared.clone(),
-            );
-            // Spawned as it is, not inside an async block holding the slots:
-            // the block would keep a second copy of the connection in the
-            // task.
-            tracker.spawn(connection.serve());
+                admission.admit(stream, peer, slot);
+            }
         }
     }
 }
