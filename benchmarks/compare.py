@@ -57,7 +57,7 @@ def example(name):
 
 
 def textbook(script):
-    return lambda port: ["python3", str(ROOT / "tests" / "peers" / script), str(port)]
+    return lambda port: ["python3", str(ROOT / "examples" / "textbook" / script), str(port)]
 
 
 def upcase_sockperf(port):
@@ -83,8 +83,8 @@ SERVERS = {
     "recvmmsg-64": example("baseline_mmsg_udp"),
     "tokio": example("baseline_tokio"),
     "blocking-256k": example("baseline_blocking_tcp"),
-    "textbook-udp": textbook("textbook_udp_server.py"),
-    "textbook-tcp": textbook("textbook_tcp_server.py"),
+    "textbook-udp": textbook("UDPServer.py"),
+    "textbook-tcp": textbook("TCPServer.py"),
 }
 
 # name, bench arguments, [(A, B, what is compared, target)]

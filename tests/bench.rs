@@ -56,7 +56,7 @@ fn a_wrong_expectation_counts_every_reply_wrong_and_fails() {
 
 #[test]
 fn the_textbook_servers_check_out() {
-    let (_udp, port) = start_textbook_server("textbook_udp_server.py");
+    let (_udp, port) = start_textbook_server("UDPServer.py");
     // With --gso the kernel cuts each batch into the same datagrams for a
     // server that knows nothing of offload.
     for offload in ["", "--gso"] {
@@ -68,7 +68,7 @@ fn the_textbook_servers_check_out() {
 
     // The textbook TCPServer answers one sentence per connection, one
     // connection at a time, with a backlog of 1: oneshot, one at a time.
-    let (_tcp, port) = start_textbook_server("textbook_tcp_server.py");
+    let (_tcp, port) = start_textbook_server("TCPServer.py");
     let (ok, report) = bench(&format!(
         "127.0.0.1 --port {port} --tcp --mode oneshot -n 100 --timeout 10s"
     ));
@@ -340,7 +340,7 @@ fn refusals_that_look_like_a_rate_limit_are_named_with_the_flag_that_lifts_them(
 
 #[test]
 fn a_server_that_closes_after_each_reply_is_named_in_persistent_mode() {
-    let (_tcp, port) = start_textbook_server("textbook_tcp_server.py");
+    let (_tcp, port) = start_textbook_server("TCPServer.py");
     let mut command = upcase();
     command.args([
         "bench",

@@ -9,7 +9,7 @@ fn textbook_udp_client_gets_its_reply() {
     let server = Server::start(&["--udp"]);
     let port = server.port().to_string();
     let out = run_with_input(
-        python("textbook_udp_client.py", &["127.0.0.1", &port]),
+        python("UDPClient.py", &["127.0.0.1", &port]),
         "hello, straße\n".as_bytes(),
     );
     assert_success(&out);
@@ -24,7 +24,7 @@ fn textbook_tcp_client_gets_its_reply() {
     let server = Server::start(&["--tcp"]);
     let port = server.port().to_string();
     let out = run_with_input(
-        python("textbook_tcp_client.py", &["127.0.0.1", &port]),
+        python("TCPClient.py", &["127.0.0.1", &port]),
         b"hello world\n",
     );
     assert_success(&out);
@@ -41,7 +41,7 @@ fn textbook_tcp_client_gets_its_count() {
     let server = Server::start(&["--tcp", "--transform", "count", "--count-pause", "50ms"]);
     let port = server.port().to_string();
     let out = run_with_input(
-        python("textbook_tcp_client.py", &["127.0.0.1", &port]),
+        python("TCPClient.py", &["127.0.0.1", &port]),
         b"she sells sea shells\n",
     );
     assert_success(&out);
@@ -56,7 +56,7 @@ fn textbook_udp_client_gets_its_count() {
     let server = Server::start(&["--udp", "--transform", "count"]);
     let port = server.port().to_string();
     let out = run_with_input(
-        python("textbook_udp_client.py", &["127.0.0.1", &port]),
+        python("UDPClient.py", &["127.0.0.1", &port]),
         b"she sells sea shells\n",
     );
     assert_success(&out);
@@ -68,7 +68,7 @@ fn textbook_udp_client_gets_its_count() {
 
 #[test]
 fn upcase_client_talks_to_the_textbook_udp_server() {
-    let (_server, port) = start_textbook_server("textbook_udp_server.py");
+    let (_server, port) = start_textbook_server("UDPServer.py");
     let mut client = upcase();
     // "localhost" also exercises resolving a name; the textbook server is IPv4 only.
     client.args(["client", "localhost", "--udp", "--port", &port.to_string()]);
@@ -82,7 +82,7 @@ fn upcase_client_talks_to_the_textbook_udp_server() {
 
 #[test]
 fn upcase_client_talks_to_the_textbook_tcp_server_which_closes_after_each_reply() {
-    let (_server, port) = start_textbook_server("textbook_tcp_server.py");
+    let (_server, port) = start_textbook_server("TCPServer.py");
     let mut client = upcase();
     client.args(["client", "127.0.0.1", "--port", &port.to_string()]);
     let out = run_with_input(client, "one\ntwo ß\nthree\nfour\n".as_bytes());
@@ -104,7 +104,7 @@ fn upcase_client_fails_explicitly_when_the_textbook_tcp_server_cuts_a_long_line(
     // with the rest unread, so its kernel resets the connection; the reset can
     // destroy the partial reply before the client reads it. Either way the
     // client must not pass a cut reply off as whole.
-    let (_server, port) = start_textbook_server("textbook_tcp_server.py");
+    let (_server, port) = start_textbook_server("TCPServer.py");
     let mut client = upcase();
     client.args(["client", "127.0.0.1", "--port", &port.to_string()]);
     let line = "x".repeat(3000);

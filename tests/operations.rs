@@ -118,9 +118,43 @@ fn completions_and_the_manual_page_come_from_the_same_definition() {
         &man[..80]
     );
     assert!(man.contains(".TH upcase 1"), "{}", &man[..200]);
+    assert!(man.contains("upcase\\-server(1)"), "subcommands listed");
+    // Each page the top-level one refers to exists, with every option.
+    for (name, options) in [
+        (
+            "server",
+            &[
+                "\\-\\-idle\\-timeout",
+                "\\-\\-proxy\\-protocol",
+                "\\-\\-exempt",
+            ][..],
+        ),
+        ("client", &["\\-\\-retries", "\\-\\-timeout"]),
+        ("ping", &["\\-\\-count", "\\-\\-interval"]),
+        ("bench", &["\\-\\-pipeline", "\\-\\-mode"]),
+    ] {
+        let mut c = upcase();
+        c.args(["manpage", name]);
+        let out = run_with_input(c, b"");
+        common::assert_success(&out);
+        let page = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            page.contains(&format!(".TH upcase-{name} 1")),
+            "{}",
+            &page[..200]
+        );
+        for option in options {
+            assert!(page.contains(option), "{name}: {option} missing");
+        }
+    }
+    let mut c = upcase();
+    c.args(["manpage", "nope"]);
+    let out = run_with_input(c, b"");
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        man.contains("upcase\\-server(1)") || man.contains("server"),
-        "subcommands listed"
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("no manual page for 'nope'")
     );
 }
 

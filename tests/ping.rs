@@ -109,7 +109,7 @@ fn the_same_seed_drops_the_same_probes() {
 
 #[test]
 fn against_the_assignments_python_pinger_server() {
-    let (_server, port, lines) = start_python_server("pinger_server.py", &["1"]);
+    let (_server, port, lines) = start_python_server("UDPPingerServer.py", &["1"]);
     let port = port.to_string();
     let (code, doc) = ping_json(
         &port,

@@ -365,21 +365,32 @@ pub fn counter(stderr: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {stderr}"))
 }
 
-/// A python3 peer from `tests/peers/` with `args`.
+/// One of the textbook's programs, shipped in `examples/textbook/`.
+pub fn textbook(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/textbook")
+        .join(name)
+}
+
+/// A python3 program with `args`: one of the textbook's
+/// (`examples/textbook/`), else a test peer (`tests/peers/`).
 pub fn python(script: &str, args: &[&str]) -> Command {
+    let path = Some(textbook(script))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| peer(script));
     let mut command = Command::new("python3");
-    command.arg(peer(script)).args(args);
+    command.arg(path).args(args);
     command
 }
 
-/// Starts a textbook python3 server (`textbook_udp_server.py` or
-/// `textbook_tcp_server.py`) on a free port and returns it with its port.
+/// Starts a textbook python3 server (`UDPServer.py` or `TCPServer.py`)
+/// on a free port and returns it with its port.
 pub fn start_textbook_server(script: &str) -> (KillOnDrop, u16) {
     let (server, port, _) = start_python_server(script, &[]);
     (server, port)
 }
 
-/// Starts a python3 server from `tests/peers/` on a free port (`0`, then
+/// Starts a python3 server (see [`python`]) on a free port (`0`, then
 /// `args`); returns it, its port, and the lines it prints after that.
 pub fn start_python_server(
     script: &str,
