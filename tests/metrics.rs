@@ -177,8 +177,9 @@ fn probes_are_answered_while_others_hold_connections_to_the_endpoint() {
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
     assert_eq!(get(metrics, "/ready"), (200, "ready\n".to_string()));
 
-    // 64 silent ones reconnecting as fast as they can, for at most 20 s or
-    // until the probes are done.
+    // Silent ones reconnecting as fast as they can, holding more than the
+    // endpoint keeps open (so that it closes the oldest all along), for at
+    // most 20 s or until the probes are done.
     let done = Arc::new(AtomicBool::new(false));
     let churn = {
         let done = done.clone();
@@ -191,7 +192,7 @@ fn probes_are_answered_while_others_hold_connections_to_the_endpoint() {
                     held.push_back(stream);
                     opened += 1;
                 }
-                if held.len() > 64 {
+                if held.len() > 300 {
                     held.pop_front();
                 }
             }

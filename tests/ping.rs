@@ -68,16 +68,14 @@ fn reported_loss_equals_the_servers_drops_exactly() {
 
 #[test]
 fn the_same_seed_drops_the_same_probes() {
-    let run = || {
-        let server = Server::start(&[
-            "--udp",
-            "--listen",
-            "127.0.0.1",
-            "--drop-rate",
-            "0.5",
-            "--seed",
-            "7",
-        ]);
+    // With one socket, with 127.0.0.1 second of two, and on the default
+    // wildcard sockets: the same probes are dropped.
+    let run = |listen: &[&str]| {
+        let mut args = vec!["--udp", "--drop-rate", "0.5", "--seed", "7"];
+        args.extend_from_slice(listen);
+        let mut command = upcase();
+        command.args(["server", "--port", "0"]).args(&args);
+        let server = Server::spawn_command(command);
         let port = server.port().to_string();
         let mut command = upcase();
         command.args([
@@ -102,9 +100,11 @@ fn the_same_seed_drops_the_same_probes() {
         lost.sort();
         lost
     };
-    let first = run();
+    let first = run(&["--listen", "127.0.0.1"]);
     assert!(!first.is_empty());
-    assert_eq!(first, run());
+    assert_eq!(first, run(&["--listen", "127.0.0.1"]));
+    assert_eq!(first, run(&["--listen", "::1", "--listen", "127.0.0.1"]));
+    assert_eq!(first, run(&[]));
 }
 
 #[test]

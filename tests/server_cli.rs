@@ -35,7 +35,8 @@ fn a_port_in_use_is_one_clear_error() {
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
         format!(
-            "upcase: binding tcp socket on 127.0.0.1:{port}: Address already in use (os error 98)\n"
+            "upcase: tcp port {port} is already in use on 127.0.0.1: another server is running there; \
+             stop it, or pick another port with -p/--port (-p 0 picks a free one)\n"
         )
     );
 }

@@ -51,6 +51,7 @@ pub fn nonzero(d: Duration) -> Result<Duration, String> {
 
 /// Logging options, accepted before or after the subcommand.
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct LogArgs {
     /// Log more: -v for debug, -vv for trace
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -278,7 +278,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             listeners
         }
-        None => server::bind(&config)?,
+        None => server::bind(&config).map_err(explain_bind_error)?,
     };
     let metrics = args
         .metrics
@@ -323,6 +323,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A port in use, the error a newcomer meets first (a server already
+/// running), in one line that says what to do; other errors as they are.
+fn explain_bind_error(e: server::BindError) -> anyhow::Error {
+    match &e {
+        server::BindError::Socket {
+            proto,
+            addr,
+            source,
+        } if source.kind() == std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "{proto} port {} is already in use on {}: another server is running there; stop it, \
+             or pick another port with -p/--port (-p 0 picks a free one)",
+            addr.port(),
+            addr.ip()
+        ),
+        _ => e.into(),
+    }
 }
 
 /// inetd mode: nothing on stdout but replies, since stdout is the peer.

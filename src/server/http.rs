@@ -9,7 +9,8 @@
 //! scrapable, and `/ready` says "draining", for the whole drain.
 //!
 //! Nobody can hold it: at most [`MAX_CONNECTIONS`] are open, and one more
-//! closes the oldest; a client must send its headers within
+//! closes the oldest (each new one gets to run before the next is
+//! accepted); a client must send its headers within
 //! [`HEADER_TIMEOUT`] and read each response within [`WRITE_TIMEOUT`], and
 //! at most [`MAX_BUFFERED_BYTES`] of pipelined requests are read ahead.
 
@@ -31,8 +32,11 @@ use super::{Stats, metrics};
 /// Connections served at once. One more closes the oldest: the endpoint is
 /// never full, so a probe always gets in (16 clients pipelining without
 /// reading, or 64 silent ones reconnecting, held a fixed set of slots and
-/// made `/healthz` time out for as long as they liked).
-const MAX_CONNECTIONS: usize = 64;
+/// made `/healthz` time out for as long as they liked). Large enough that
+/// a probe is answered long before that many newer connections come to
+/// push it out (the accept loop lets each new connection's task run before
+/// it accepts the next), small beside the process's file descriptors.
+const MAX_CONNECTIONS: usize = 256;
 
 /// A client that has not sent its request headers after this long is closed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,6 +119,9 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>, draining: Cancellat
             }
             open.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         });
+        // Lets the connection just accepted read its request before a flood
+        // of others can push it out as the oldest.
+        tokio::task::yield_now().await;
     }
 }
 

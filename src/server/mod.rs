@@ -250,13 +250,14 @@ pub async fn run(
             "simulating UDP loss (--seed {drop_seed} reproduces it)"
         );
     }
-    for (index, socket) in listeners.udp.into_iter().enumerate() {
-        tracing::debug!(local = ?socket.local_addr(), "serving UDP datagrams");
-        // One generator per socket: the pattern on each is reproducible
-        // whatever the traffic on the others.
+    for socket in listeners.udp {
+        // One generator per socket, each from the seed itself: the drops
+        // follow the order of datagrams on a socket, whatever the traffic
+        // on the others and whichever sockets there are (a teacher's seed
+        // gives students the same drops with --listen 127.0.0.1 as with the
+        // default sockets).
         let (config, stats, shutdown) = (config.clone(), stats.clone(), shutdown.clone());
-        let seed = drop_seed.wrapping_add(index as u64);
-        tracker.spawn_blocking(move || udp::serve(socket, config, stats, seed, shutdown));
+        tracker.spawn_blocking(move || udp::serve(socket, config, stats, drop_seed, shutdown));
     }
     tracker.close();
 
