@@ -103,7 +103,7 @@ impl Level {
         Level::ALL[i as usize]
     }
 
-    fn directive(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Level::Off => "off",
             Level::Error => "error",
@@ -112,6 +112,14 @@ impl Level {
             Level::Debug => "debug",
             Level::Trace => "trace",
         }
+    }
+
+    /// The filter for this level: upcase's own lines at it, the libraries'
+    /// (tokio, hyper, mio) at most at info, so that -v shows what upcase
+    /// does rather than the runtime's workings (`RUST_LOG` reaches those).
+    fn directive(self) -> String {
+        let libraries = self.min(Level::Info);
+        format!("{},upcase={}", libraries.name(), self.name())
     }
 }
 

@@ -351,7 +351,7 @@ async fn serve_inetd(config: Config) -> anyhow::Result<ExitCode> {
     let stats = server::inetd::serve(config, shutdown)
         .await
         .context("serving stdin")?;
-    tracing::debug!("{}", summary(&stats));
+    log_counters!(debug, &stats, "stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -410,7 +410,9 @@ impl Signals {
             match self.next().await {
                 Ask::Stop(name, number) => return (name, number),
                 Ask::Report => match stats {
-                    Some(stats) => tracing::info!("SIGUSR1 received: {}", counters(stats)),
+                    Some(stats) => {
+                        log_counters!(info, stats, "SIGUSR1 received: the counters so far")
+                    }
                     None => tracing::info!("SIGUSR1 received: serving on"),
                 },
                 Ask::Nothing(name) => {
@@ -435,25 +437,71 @@ impl Signals {
     }
 }
 
+/// Logs every counter of `stats` as a field of its own (`tcp_connections=3`
+/// in text, `"tcp_connections":3` among a JSON line's fields) with
+/// `message`, at info or, for inetd mode, debug. The fields are written out
+/// here because tracing takes field names at compile time;
+/// `every_counter_is_a_field` checks that none of [`Stats::snapshot`]'s is
+/// missing.
+macro_rules! log_counters {
+    ($level:ident, $stats:expr, $message:expr) => {{
+        let s: &Stats = $stats;
+        let n = |c: &std::sync::atomic::AtomicU64| Stats::get(c);
+        tracing::$level!(
+            tcp_connections = n(&s.tcp_connections),
+            tcp_open = n(&s.tcp_open),
+            tcp_parked = n(&s.tcp_parked),
+            tcp_parks = n(&s.tcp_parks),
+            tcp_refused_busy = n(&s.tcp_refused_busy),
+            tcp_refused_per_source = n(&s.tcp_refused_per_source),
+            tcp_refused_denied = n(&s.tcp_refused_denied),
+            tcp_proxy_header_errors = n(&s.tcp_proxy_header_errors),
+            tcp_idle_closed = n(&s.tcp_idle_closed),
+            tcp_write_stalled = n(&s.tcp_write_stalled),
+            tcp_line_too_long = n(&s.tcp_line_too_long),
+            tcp_errors = n(&s.tcp_errors),
+            accept_errors = n(&s.accept_errors),
+            tcp_bytes_in = n(&s.tcp_bytes_in),
+            tcp_bytes_out = n(&s.tcp_bytes_out),
+            tcp_lines_in = n(&s.tcp_lines_in),
+            tcp_lines_out = n(&s.tcp_lines_out),
+            udp_datagrams_in = n(&s.udp_datagrams_in),
+            udp_datagrams_out = n(&s.udp_datagrams_out),
+            udp_bytes_in = n(&s.udp_bytes_in),
+            udp_bytes_out = n(&s.udp_bytes_out),
+            udp_recv_errors = n(&s.udp_recv_errors),
+            udp_send_errors = n(&s.udp_send_errors),
+            udp_refused_source = n(&s.udp_refused_source),
+            udp_refused_denied = n(&s.udp_refused_denied),
+            udp_rate_limited = n(&s.udp_rate_limited),
+            udp_refused_loop = n(&s.udp_refused_loop),
+            udp_dropped_simulated = n(&s.udp_dropped_simulated),
+            log_lines_dropped = super::output::dropped_log_lines(),
+            $message
+        )
+    }};
+}
+use log_counters;
+
 fn log_summary(stats: &Stats) {
-    tracing::info!("{}", summary(stats));
+    log_counters!(info, stats, "stopped");
 }
 
-fn summary(stats: &Stats) -> String {
-    format!("stopped: {}", counters(stats))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Every counter as `name=value`, space-separated, and the log lines lost
-/// to a stderr that could not take them, if any.
-fn counters(stats: &Stats) -> String {
-    let mut counters: Vec<String> = stats
-        .snapshot()
-        .into_iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    let dropped = super::output::dropped_log_lines();
-    if dropped > 0 {
-        counters.push(format!("log_lines_dropped={dropped}"));
+    #[test]
+    fn every_counter_is_a_field() {
+        let source = include_str!("server.rs");
+        let start = source.find("macro_rules! log_counters").unwrap();
+        let end = source[start..].find("log_lines_dropped =").unwrap() + start;
+        let fields = &source[start..end];
+        for (name, _) in Stats::default().snapshot() {
+            assert!(
+                fields.contains(&format!("{name} = n(&s.{name})")),
+                "{name} is not logged"
+            );
+        }
     }
-    counters.join(" ")
 }

@@ -232,7 +232,9 @@ pub async fn run(
     }
     for listener in listeners.tcp {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        tracing::debug!(local = ?listener.local_addr(), "accepting TCP connections");
+        if let Ok(local) = listener.local_addr() {
+            tracing::debug!(%local, "accepting TCP connections");
+        }
         let accept = tcp::Acceptor {
             listener,
             shared: shared.clone(),

@@ -374,7 +374,7 @@ impl Parked {
                 tracing::debug!(peer = %self.peer, "connection closed: idle");
             }
             Closing::Shutdown => {
-                tracing::trace!(peer = %self.peer, "connection closed for shutdown")
+                tracing::debug!(peer = %self.peer, "connection closed for shutdown")
             }
         }
         // Told at once, as in `Connection::exchange`; the descriptor closes
@@ -480,8 +480,8 @@ impl Connection {
                         continue;
                     }
                 },
-                Ok(End::ClientDone) => tracing::trace!(%peer, "connection closed by client"),
-                Ok(End::Shutdown) => tracing::trace!(%peer, "connection closed for shutdown"),
+                Ok(End::ClientDone) => tracing::debug!(%peer, "connection closed by client"),
+                Ok(End::Shutdown) => tracing::debug!(%peer, "connection closed for shutdown"),
                 Ok(End::LineTooLong) => {
                     Stats::add(&self.shared.stats.tcp_line_too_long, 1);
                     tracing::debug!(%peer, "connection closed: count line too long");

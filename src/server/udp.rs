@@ -96,7 +96,10 @@ pub(super) fn serve(
         .set_nonblocking(false)
         .and_then(|()| socket.set_read_timeout(Some(WAKE_EVERY)));
     if let Err(e) = blocking {
-        tracing::error!(error = %e, local = ?socket.local_addr(), "cannot serve this UDP socket");
+        let local = socket
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        tracing::error!(error = %e, %local, "cannot serve this UDP socket");
         return;
     }
     let mut loss = Loss::new(config.drop_rate, drop_seed);
@@ -252,8 +255,8 @@ fn send_all(
                 if let Some(suppressed) = send_log.allow(Instant::now()) {
                     let (reply, peer) = replies
                         .peek()
-                        .map_or((0, None), |(r, p)| (r.len(), Some(p)));
-                    tracing::warn!(?peer, reply_bytes = reply, error = %e, suppressed, "UDP reply not sent");
+                        .map_or((0, String::new()), |(r, p)| (r.len(), p.to_string()));
+                    tracing::warn!(%peer, reply_bytes = reply, error = %e, suppressed, "UDP reply not sent");
                 }
                 replies.skip();
             }
