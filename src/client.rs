@@ -175,15 +175,39 @@ impl TcpClient {
         timeout: Duration,
         max_reply_bytes: usize,
     ) -> Result<Self, ClientError> {
-        let mut client = TcpClient {
+        let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes);
+        client.reconnect()?;
+        Ok(client)
+    }
+
+    /// As [`connect`](Self::connect), but only tries to connect: a client
+    /// that could not is returned all the same with the error, and
+    /// connects at its first request (a person may start the client before
+    /// the server).
+    pub fn try_connect(
+        target: &str,
+        addrs: Vec<SocketAddr>,
+        timeout: Duration,
+        max_reply_bytes: usize,
+    ) -> (Self, Option<ClientError>) {
+        let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes);
+        let error = client.reconnect().err();
+        (client, error)
+    }
+
+    fn unconnected(
+        target: &str,
+        addrs: Vec<SocketAddr>,
+        timeout: Duration,
+        max_reply_bytes: usize,
+    ) -> Self {
+        TcpClient {
             target: target.to_owned(),
             addrs,
             timeout,
             max_reply_bytes,
             stream: None,
-        };
-        client.reconnect()?;
-        Ok(client)
+        }
     }
 
     fn reconnect(&mut self) -> Result<(), ClientError> {

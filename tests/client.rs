@@ -226,3 +226,31 @@ fn interactive_use_on_a_terminal_prompts_like_the_textbook() {
         "Input lowercase sentence:hello\nHELLO\nInput lowercase sentence:straße\nSTRASSE\nInput lowercase sentence:\n\nexit status 0\n"
     );
 }
+
+#[test]
+fn interactive_tcp_with_no_server_reports_and_prompts_again() {
+    // A student who starts the client before the server: told so, then
+    // the prompt, as for any failed line; exit 1 at the end.
+    let port = common::free_port().to_string();
+    let bin = env!("CARGO_BIN_EXE_upcase");
+    let out = run_with_input(
+        python("pty_drive.py", &["hello", "--", bin, "client", "-p", &port]),
+        b"",
+    );
+    assert_success(&out);
+    let screen = String::from_utf8(out.stdout).unwrap().replace("\r\n", "\n");
+    let lines: Vec<&str> = screen.lines().collect();
+    let refused = format!("upcase: cannot connect to tcp localhost:{port}: ");
+    assert!(lines[0].starts_with(&refused), "{screen}");
+    assert!(
+        lines[0].ends_with("connection refused (each line tries again)"),
+        "{screen}"
+    );
+    assert_eq!(lines[1], "Input lowercase sentence:hello", "{screen}");
+    assert!(lines[2].starts_with(&refused), "{screen}");
+    assert!(lines[2].ends_with("connection refused"), "{screen}");
+    assert!(
+        screen.ends_with("Input lowercase sentence:\n\nexit status 1\n"),
+        "{screen}"
+    );
+}

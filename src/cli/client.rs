@@ -63,6 +63,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         format!("{}:{}", args.host, args.port)
     };
     let addrs = client::resolve(&args.host, args.port)?;
+    let interactive = io::stdin().is_terminal();
+    let mut failed = false;
     let mut transport = if args.udp {
         let timeout = args.timeout.unwrap_or(Duration::from_secs(1));
         Transport::Udp(UdpClient::new(&target, addrs, timeout, args.retries))
@@ -70,15 +72,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let timeout = args.timeout.unwrap_or(Duration::from_secs(10));
         // A reply is at most 3x its line, plus a line terminator.
         let max_reply = args.max_line_bytes.saturating_mul(3).saturating_add(2);
-        Transport::Tcp(TcpClient::connect(&target, addrs, timeout, max_reply)?)
+        if interactive {
+            // A person may have started the client first: say so, prompt
+            // anyway, and connect again with the first line.
+            let (client, error) = TcpClient::try_connect(&target, addrs, timeout, max_reply);
+            if let Some(e) = error {
+                super::output::report_error(format_args!(
+                    "{:#} (each line tries again)",
+                    anyhow::Error::from(e)
+                ));
+                failed = true;
+            }
+            Transport::Tcp(client)
+        } else {
+            Transport::Tcp(TcpClient::connect(&target, addrs, timeout, max_reply)?)
+        }
     };
 
-    let interactive = io::stdin().is_terminal();
     let mut input = io::stdin().lock();
     // A reader of stdout that leaves (`| head`) ends the client quietly.
     let mut stdout = super::output::Output::new();
     let mut line = Vec::new();
-    let mut failed = false;
     loop {
         if interactive {
             write!(stdout, "{PROMPT}")?;
