@@ -22,8 +22,17 @@ use crate::protocol::{DATAGRAM_BUFFER_BYTES, max_datagram_bytes};
 /// Why a request got no reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The host did not resolve, and reads as `HOST:PORT`: a port given
+    /// the wrong way (it is an option of its own), a usage error.
+    #[error("cannot resolve host '{host}'{hint}")]
+    HostWithPort {
+        /// The name given.
+        host: String,
+        /// How to give the port instead.
+        hint: String,
+    },
     /// The host name did not resolve.
-    #[error("cannot resolve host '{host}'{}", port_hint(host))]
+    #[error("cannot resolve host '{host}'")]
     Resolve {
         /// The name given.
         host: String,
@@ -99,9 +108,19 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ClientError> {
         .unwrap_or(host);
     let addrs: Vec<SocketAddr> = (bare, port)
         .to_socket_addrs()
-        .map_err(|source| ClientError::Resolve {
-            host: host.to_owned(),
-            source,
+        .map_err(|source| {
+            let hint = port_hint(host);
+            if hint.is_empty() {
+                ClientError::Resolve {
+                    host: host.to_owned(),
+                    source,
+                }
+            } else {
+                ClientError::HostWithPort {
+                    host: host.to_owned(),
+                    hint,
+                }
+            }
         })?
         .collect();
     if addrs.is_empty() {

@@ -45,7 +45,14 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let command = cli::settings::with_env(Cli::command());
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(mut e) => {
+            suggest_transposed(&mut e, &command);
+            e.exit()
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
@@ -84,6 +91,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         // The reader of the output left (`| head`): nothing to report to.
         Err(e) if cli::output::is_closed(&e) => ExitCode::SUCCESS,
+        Err(e) if cli::is_usage(&e) => {
+            cli::output::report_error(format_args!("{e:#}"));
+            ExitCode::from(2)
+        }
         Err(e) => {
             cli::output::report_error(format_args!("{e:#}"));
             ExitCode::FAILURE
@@ -120,4 +131,39 @@ fn manpage(subcommand: Option<&str>) -> anyhow::Result<ExitCode> {
     };
     clap_mangen::Man::new(page).render(&mut cli::output::Output::new())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Adds clap's "a similar argument exists" tip where clap's own measure
+/// misses it: two letters swapped in a short option (`--upd` for `--udp`),
+/// where a subcommand with a positional argument would otherwise only be
+/// told to write `-- --upd`.
+fn suggest_transposed(e: &mut clap::Error, command: &clap::Command) {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument || e.get(ContextKind::SuggestedArg).is_some() {
+        return;
+    }
+    let Some(ContextValue::String(given)) = e.get(ContextKind::InvalidArg) else {
+        return;
+    };
+    let Some(typo) = given.strip_prefix("--") else {
+        return;
+    };
+    let running = std::env::args()
+        .skip(1)
+        .find_map(|a| command.find_subcommand(&a).cloned());
+    let longs: Vec<String> = command
+        .get_arguments()
+        .chain(running.iter().flat_map(|s| s.get_arguments()))
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    if let Some(long) = longs
+        .iter()
+        .find(|long| strsim::osa_distance(typo, long) == 1)
+    {
+        e.remove(ContextKind::Suggested);
+        e.insert(
+            ContextKind::SuggestedArg,
+            ContextValue::String(format!("--{long}")),
+        );
+    }
 }

@@ -137,12 +137,19 @@ fn unknown_host_and_bad_port_are_one_clear_error_not_a_panic() {
             1,
             "upcase: cannot resolve host 'no-such-host.invalid': ",
         ),
-        // The port written after the host, as some tools take it: the error
-        // says how to give it here.
+        // The port written after the host, as some tools take it: a bad
+        // command line, and the error says how to give it here.
         (
             &["127.0.0.1:12000"][..],
-            1,
-            "upcase: cannot resolve host '127.0.0.1:12000' (to give the port, write: 127.0.0.1 -p 12000): ",
+            2,
+            "upcase: cannot resolve host '127.0.0.1:12000' (to give the port, write: 127.0.0.1 -p 12000)\n",
+        ),
+        // A typo clap's own measure misses, with a positional argument
+        // present: the similar option, not "use -- --upd".
+        (
+            &["--upd"][..],
+            2,
+            "error: unexpected argument '--upd' found\n\n  tip: a similar argument exists: '--udp'\n",
         ),
         (
             &["--timeout", "0s"][..],

@@ -297,7 +297,8 @@ fn a_probe_larger_than_a_datagram_is_refused_before_sending() {
     let mut command = upcase();
     command.args(["ping", "127.0.0.1", "-p", &port, "-c", "1", "-s", "65508"]);
     let out = run_with_input(command, b"");
-    assert_eq!(out.status.code(), Some(1));
+    // A bad command line: exit 2, as clap's own errors.
+    assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty(), "nothing sent, nothing printed");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
@@ -335,4 +336,35 @@ fn tcp_to_a_closed_port_is_one_plain_line() {
         String::from_utf8(out.stderr).unwrap(),
         format!("upcase: cannot connect to tcp 127.0.0.1:{port}: connection refused\n")
     );
+}
+
+#[test]
+fn every_bad_command_line_exits_two() {
+    for args in [
+        &["ping", "localhost:12000", "-c", "1"][..],
+        &["ping", "127.0.0.1", "-s", "70000", "-c", "1"],
+        &["bench", "127.0.0.1", "--udp", "--size", "8", "-n", "1"],
+        &["bench", "127.0.0.1:12000", "--udp", "-n", "1"],
+        &[
+            "bench",
+            "127.0.0.1",
+            "--tcp",
+            "--mode",
+            "oneshot",
+            "--pipeline",
+            "2",
+            "-n",
+            "1",
+        ],
+    ] {
+        let mut command = upcase();
+        command.args(args);
+        let out = run_with_input(command, b"");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("upcase: ") && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    }
 }

@@ -112,6 +112,13 @@ impl Config {
         {
             return Err(format!("--rate must be a positive number, not {rate}"));
         }
+        if self.size < payload::MIN_SIZE {
+            return Err(format!(
+                "--size must be at least {} bytes (a sequence number and filler), not {}",
+                payload::MIN_SIZE,
+                self.size
+            ));
+        }
         if self.offload && self.transport != Transport::Udp {
             return Err("--gso is for UDP (--udp)".into());
         }

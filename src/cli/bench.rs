@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use upcase::bench::plot::{self, Series};
 use upcase::bench::report::Point;
 use upcase::bench::{self, Config, Expect, Results, Stop, Transport};
-use upcase::client;
+
 use upcase::server::DEFAULT_PORT;
 
 /// Options of `upcase bench`.
@@ -150,7 +150,7 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Runs the benchmark and reports. Fails (exit 1) if any reply was wrong or
 /// none came.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let address = *client::resolve(&args.host, args.port)?
+    let address = *super::resolve(&args.host, args.port)?
         .first()
         .expect("resolve returns at least one address");
     let transport = match (args.udp, args.mode) {
@@ -176,7 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         threads: args.threads,
         offload: args.gso,
     };
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate().map_err(super::UsageError)?;
     let earlier = args
         .compare
         .iter()

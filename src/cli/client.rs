@@ -5,7 +5,7 @@ use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use upcase::client::{self, ClientError, Reply, TcpClient, UdpClient};
+use upcase::client::{ClientError, Reply, TcpClient, UdpClient};
 use upcase::server::DEFAULT_PORT;
 
 /// The textbook client's prompt, word for word.
@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         format!("{}:{}", args.host, args.port)
     };
-    let addrs = client::resolve(&args.host, args.port)?;
+    let addrs = super::resolve(&args.host, args.port)?;
     let interactive = io::stdin().is_terminal();
     let mut failed = false;
     let mut transport = if args.udp {

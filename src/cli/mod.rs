@@ -10,6 +10,26 @@ pub mod settings;
 use std::io::IsTerminal;
 use std::time::Duration;
 
+/// A command line that cannot be run, found after parsing: reported in
+/// one line with exit status 2, as clap reports its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Whether `e` is, or was caused by, a [`UsageError`].
+pub fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.is::<UsageError>())
+}
+
+/// The addresses of `host` on `port`, a `HOST:PORT` for a host being a
+/// usage error.
+pub fn resolve(host: &str, port: u16) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    upcase::client::resolve(host, port).map_err(|e| match e {
+        upcase::client::ClientError::HostWithPort { .. } => UsageError(e.to_string()).into(),
+        e => e.into(),
+    })
+}
+
 /// The longest duration any option takes: far beyond any timeout or run a
 /// person means, and far below what a deadline computed from it
 /// (`Instant::now() + d`) could overflow.

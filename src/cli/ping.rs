@@ -168,7 +168,7 @@ impl Transport {
 
 /// Pings until the count is reached or Ctrl-C, then prints the summary.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let addr = *client::resolve(&args.host, args.port)?
+    let addr = *super::resolve(&args.host, args.port)?
         .first()
         .expect("resolve returns at least one address");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -185,10 +185,12 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
     let probe_bytes = probe(1, unix_now(), args.size).len();
     if !args.tcp {
         let max = max_datagram_bytes(addr);
-        anyhow::ensure!(
-            probe_bytes <= max,
-            "a probe of {probe_bytes} bytes is larger than the largest UDP datagram to {addr} ({max} bytes)"
-        );
+        if probe_bytes > max {
+            return Err(super::UsageError(format!(
+                "a probe of {probe_bytes} bytes is larger than the largest UDP datagram to {addr} ({max} bytes)"
+            ))
+            .into());
+        }
     }
     let mut out = super::output::Output::new();
     if text {
