@@ -44,10 +44,15 @@ fn main() -> ExitCode {
         cli::output::report_error(format_args!("{e}"));
         return ExitCode::from(2);
     }
+    cli::settings::drop_excluded(&Cli::command(), &std::env::args_os().collect::<Vec<_>>());
     let command = cli::settings::with_env(Cli::command());
     let matches = match command.clone().try_get_matches() {
         Ok(matches) => matches,
         Err(mut e) => {
+            if let Some(why) = cli::settings::explain_conflict(&e, &command) {
+                cli::output::report_error(format_args!("{why}"));
+                return ExitCode::from(2);
+            }
             suggest_transposed(&mut e, &command);
             e.exit()
         }

@@ -217,7 +217,7 @@ fn flags_beat_variables_which_beat_the_file_which_beats_defaults() {
     let file = file.to_str().unwrap();
     assert_eq!(served_transform(&[], &["--config", file]), "lower");
     assert_eq!(served_transform(&[("UPCASE_CONFIG", file)], &[]), "lower");
-    let env = [("UPCASE_TRANSFORM", "echo")];
+    let env = [("UPCASE_SERVER_TRANSFORM", "echo")];
     assert_eq!(served_transform(&env, &["--config", file]), "echo");
     assert_eq!(
         served_transform(&env, &["--config", file, "--transform", "upper"]),
@@ -226,15 +226,22 @@ fn flags_beat_variables_which_beat_the_file_which_beats_defaults() {
     let defaults = ["--port", "0", "--listen", "127.0.0.1"];
     assert_eq!(served_transform(&[], &defaults), "upper");
 
-    // Every option has its variable, lists comma-separated.
+    // Every option has its variable, named for its subcommand, lists
+    // comma-separated; another subcommand's variable changes nothing here
+    // (UPCASE_BENCH_THREADS=0 would be refused by the server), and a
+    // switch takes 1 as true.
     let mut command = upcase();
     command.arg("server").envs([
-        ("UPCASE_PORT", "0"),
-        ("UPCASE_LISTEN", "127.0.0.1,::1"),
-        ("UPCASE_TRANSFORM", "lower"),
+        ("UPCASE_SERVER_PORT", "0"),
+        ("UPCASE_SERVER_LISTEN", "127.0.0.1,::1"),
+        ("UPCASE_SERVER_TRANSFORM", "lower"),
+        ("UPCASE_SERVER_UDP", "1"),
+        ("UPCASE_BENCH_THREADS", "0"),
+        ("UPCASE_PING_EXPECT", "nonsense"),
     ]);
-    let server = Server::spawn_command(command);
-    assert_eq!(server.tcp.len(), 2, "{:?}", server.tcp);
+    let server = Server::spawn_listening_on(command, 2);
+    assert_eq!(server.udp.len(), 2, "{:?}", server.udp);
+    assert!(server.tcp.is_empty(), "UPCASE_SERVER_UDP=1: UDP only");
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
     socket.send_to(b"MiXeD", server.udp4()).unwrap();
@@ -299,5 +306,83 @@ fn a_bad_setting_is_one_clear_line() {
     assert_eq!(
         stderr,
         "upcase: cannot read config file /nonexistent/upcase.toml: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn a_flag_beats_a_lower_layers_setting_it_excludes() {
+    // The file says UDP, the command line says TCP: TCP.
+    let file = config_file(
+        "exclusive",
+        "[server]\nudp = true\nport = 0\nlisten = [\"127.0.0.1\"]\n",
+    );
+    let mut command = upcase();
+    command.args(["server", "--tcp", "--config"]).arg(&file);
+    let server = Server::spawn_listening_on(command, 1);
+    assert_eq!(server.tcp.len(), 1);
+    assert!(server.udp.is_empty());
+    drop(server);
+    // The environment says TCP, the command line UDP.
+    let udp = Server::start(&["--udp", "--listen", "127.0.0.1"]);
+    let mut client = upcase();
+    client
+        .args(["client", "--udp", "-p", &udp.port().to_string()])
+        .env("UPCASE_CLIENT_TCP", "true");
+    let out = run_with_input(client, b"over udp\n");
+    common::assert_success(&out);
+    assert_eq!(out.stdout, b"OVER UDP\n");
+    // The file gives a duration, the command line a count.
+    let file = config_file("bench", "[bench]\nduration = \"5s\"\n");
+    let mut bench = upcase();
+    bench
+        .args(["bench", "127.0.0.1", "--udp", "-n", "3", "--json", "-p"])
+        .arg(udp.port().to_string())
+        .arg("--config")
+        .arg(&file);
+    let out = run_with_input(bench, b"");
+    common::assert_success(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["messages"], 3, "{report}");
+}
+
+#[test]
+fn an_exclusion_between_lower_layers_says_where_each_came_from() {
+    let mut command = upcase();
+    command
+        .args(["server", "--port", "0"])
+        .envs([("UPCASE_SERVER_UDP", "1"), ("UPCASE_SERVER_TCP", "yes")]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "upcase: --udp and --tcp cannot be used together: --udp comes from the environment \
+         (UPCASE_SERVER_UDP), --tcp comes from the environment (UPCASE_SERVER_TCP)\n"
+    );
+    let file = config_file("both", "[server]\nudp = true\n");
+    let mut command = upcase();
+    command.args(["server", "--tcp", "--config"]).arg(&file);
+    command.env("UPCASE_SERVER_UDP", "true");
+    // The flag beats the variable it excludes: no error at all.
+    let server = Server::spawn_listening_on(
+        {
+            command.args(["--port", "0", "--listen", "127.0.0.1"]);
+            command
+        },
+        1,
+    );
+    assert_eq!(server.tcp.len(), 1);
+    drop(server);
+    let mut command = upcase();
+    command.args(["server", "--config"]).arg(&file);
+    command.env("UPCASE_SERVER_TCP", "1");
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "upcase: --udp and --tcp cannot be used together: --udp comes from the config file {}, \
+             --tcp comes from the environment (UPCASE_SERVER_TCP)\n",
+            file.display()
+        )
     );
 }

@@ -2,16 +2,25 @@
 //! line: a flag beats `UPCASE_*` variables, which beat the file, which beats
 //! the defaults.
 //!
-//! Every long option `--some-thing` of every subcommand can also be set as
-//! `UPCASE_SOME_THING` (clap reads it when the flag is absent), and as
-//! `some-thing = ...` in the file's `[subcommand]` table (top-level keys are
-//! the options every subcommand has, such as `log-format`). The file is
-//! applied by setting the variables it names that are not already set, so
-//! one mechanism gives the precedence. Lists are TOML arrays (in variables:
-//! comma-separated); durations are strings such as `"2s"`.
+//! Every long option `--some-thing` of a subcommand can also be set as
+//! `UPCASE_SUBCOMMAND_SOME_THING` (`UPCASE_SERVER_MAX_CONNECTIONS`; clap
+//! reads it when the flag is absent), and as `some-thing = ...` in the
+//! file's `[subcommand]` table. The options every subcommand has (such as
+//! `--log-format`) are `UPCASE_SOME_THING` and top-level keys. Each
+//! variable belongs to one subcommand, so one meant for the server
+//! (`UPCASE_SERVER_THREADS`) never reaches bench. The file is applied by
+//! setting the variables it names that are not already set, so one
+//! mechanism gives the precedence. Lists are TOML arrays (in variables:
+//! comma-separated); durations are strings such as `"2s"` or seconds; a
+//! switch takes `true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`.
+//!
+//! A flag also beats a lower layer's setting it excludes: with
+//! `UPCASE_CLIENT_TCP=true`, `upcase client --udp` is UDP (the variable is
+//! dropped before clap sees it), where clap alone would refuse the pair.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use clap::{ArgAction, Command};
 
@@ -27,35 +36,132 @@ fn takes_env(arg: &clap::Arg) -> bool {
     ) && arg.get_long().is_some()
 }
 
-/// `UPCASE_MAX_CONNECTIONS` for `max-connections`.
-pub fn env_name(long: &str) -> String {
-    format!("UPCASE_{}", long.to_uppercase().replace('-', "_"))
+/// `UPCASE_SERVER_MAX_CONNECTIONS` for `max-connections` of `server`;
+/// `UPCASE_LOG_FORMAT` for the top-level `log-format` (`subcommand` None).
+pub fn env_name(subcommand: Option<&str>, long: &str) -> String {
+    let name = match subcommand {
+        Some(sub) => format!("UPCASE_{sub}_{long}"),
+        None => format!("UPCASE_{long}"),
+    };
+    name.to_uppercase().replace('-', "_")
 }
 
-/// `command` with a `UPCASE_*` variable on every long option, and lists
-/// accepting comma-separated values.
+/// `command` with a `UPCASE_*` variable on every long option, lists
+/// accepting comma-separated values, and switches any of the usual ways of
+/// saying yes or no (`1`, `true`, `yes`, `on`).
 pub fn with_env(command: Command) -> Command {
-    let annotate = |arg: clap::Arg| {
-        if !takes_env(&arg) {
+    let annotate = |subcommand: Option<&str>, arg: clap::Arg| {
+        if !takes_env(&arg) || (subcommand.is_some() && arg.is_global_set()) {
             return arg;
         }
-        let name = env_name(arg.get_long().expect("takes_env checked"));
+        let name = env_name(subcommand, arg.get_long().expect("takes_env checked"));
         let arg = arg.env(name);
-        if matches!(arg.get_action(), ArgAction::Append) {
-            arg.value_delimiter(',')
-        } else {
-            arg
+        match arg.get_action() {
+            ArgAction::Append => arg.value_delimiter(','),
+            ArgAction::SetTrue => arg.value_parser(clap::builder::BoolishValueParser::new()),
+            _ => arg,
         }
     };
     let names: Vec<String> = command
         .get_subcommands()
         .map(|s| s.get_name().to_owned())
         .collect();
-    let mut command = command.mut_args(annotate);
+    let mut command = command.mut_args(|a| annotate(None, a));
     for name in names {
-        command = command.mut_subcommand(name, |s| s.mut_args(annotate));
+        let sub = name.clone();
+        command = command.mut_subcommand(name, |s| s.mut_args(|a| annotate(Some(&sub), a)));
     }
     command
+}
+
+/// Drops the variables (set in the environment or from the file) of the
+/// options that `args`' flags exclude, for the subcommand being run: the
+/// flag, the higher layer, wins. Must run before any thread starts (it
+/// changes the environment) and before [`with_env`], which reads the
+/// variables when it runs.
+pub fn drop_excluded(command: &Command, args: &[OsString]) {
+    let Some((sub, rest)) = running(command, args) else {
+        return;
+    };
+    let given: Vec<&clap::Arg> = sub
+        .get_arguments()
+        .filter(|arg| on_command_line(sub, arg, rest))
+        .collect();
+    for arg in sub.get_arguments() {
+        let excluded = given.iter().any(|flag| {
+            flag.get_id() != arg.get_id()
+                && (sub.get_arg_conflicts_with(flag).contains(&arg)
+                    || sub.get_arg_conflicts_with(arg).contains(flag))
+        });
+        if excluded && takes_env(arg) {
+            let name = env_name(
+                Some(sub.get_name()),
+                arg.get_long().expect("takes_env checked"),
+            );
+            // SAFETY: called from main before any other thread exists, so
+            // nothing reads the environment concurrently.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
+/// The subcommand among `args` and the arguments after its name.
+fn running<'a>(
+    command: &'a Command,
+    args: &'a [OsString],
+) -> Option<(&'a Command, &'a [OsString])> {
+    let at = args.iter().skip(1).position(|a| {
+        a.to_str()
+            .is_some_and(|a| command.find_subcommand(a).is_some())
+    })? + 1;
+    let sub = command.find_subcommand(args[at].to_str()?)?;
+    Some((sub, &args[at + 1..]))
+}
+
+/// Whether `arg` of `command` is given among `args` (before any `--`), in
+/// its long form (`--udp`, `--port=1`) or short (`-p`, `-n100`, or among
+/// combined flags, `-qv`, `-vn 5`). Values of options are skipped, so
+/// `-p -n` does not count as `-n`. (clap keeps no record of where a value
+/// came from once it has read the environment, hence this look.)
+fn on_command_line(command: &Command, arg: &clap::Arg, args: &[OsString]) -> bool {
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    let mut args = args
+        .iter()
+        .filter_map(|a| a.to_str())
+        .take_while(|a| *a != "--");
+    while let Some(a) = args.next() {
+        if let Some(long) = a.strip_prefix("--") {
+            let (long, inline) = long
+                .split_once('=')
+                .map_or((long, false), |(l, _)| (l, true));
+            if arg.get_long() == Some(long) {
+                return true;
+            }
+            if !inline
+                && command
+                    .get_arguments()
+                    .any(|o| o.get_long() == Some(long) && takes_value(o))
+            {
+                args.next();
+            }
+        } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+            for (i, c) in shorts.char_indices() {
+                if arg.get_short() == Some(c) {
+                    return true;
+                }
+                if command
+                    .get_arguments()
+                    .any(|o| o.get_short() == Some(c) && takes_value(o))
+                {
+                    if i + c.len_utf8() == shorts.len() {
+                        args.next();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// The `--config FILE` among `args`, or `UPCASE_CONFIG`.
@@ -95,11 +201,7 @@ pub fn apply_file(command: &Command) -> Result<(), String> {
             e.message().trim_end()
         )
     })?;
-    let running = args
-        .iter()
-        .skip(1)
-        .filter_map(|a| a.to_str())
-        .find(|a| command.find_subcommand(a).is_some());
+    let running = running(command, &args).map(|(sub, _)| sub.get_name());
     let mut settings = Vec::new();
     for (key, value) in &table {
         match value {
@@ -108,7 +210,7 @@ pub fn apply_file(command: &Command) -> Result<(), String> {
                     return Err(format!("config file {shown}: unknown section [{key}]"));
                 };
                 for (key, value) in section {
-                    let setting = setting(sub, key, value)
+                    let setting = setting(sub, Some(sub.get_name()), key, value)
                         .map_err(|e| format!("config file {shown}: {e} in [{}]", sub.get_name()))?;
                     if running == Some(sub.get_name()) {
                         settings.push(setting);
@@ -116,17 +218,21 @@ pub fn apply_file(command: &Command) -> Result<(), String> {
                 }
             }
             value => settings.push(
-                setting(command, key, value).map_err(|e| format!("config file {shown}: {e}"))?,
+                setting(command, None, key, value)
+                    .map_err(|e| format!("config file {shown}: {e}"))?,
             ),
         }
     }
+    let mut from_file = Vec::new();
     for (name, value) in settings {
         if std::env::var_os(&name).is_none() {
+            from_file.push(name.clone());
             // SAFETY: called from main before any other thread exists, so
             // nothing reads the environment concurrently.
             unsafe { std::env::set_var(&name, value) };
         }
     }
+    let _ = FROM_FILE.set((path.display().to_string(), from_file));
     Ok(())
 }
 
@@ -150,8 +256,62 @@ fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
 }
 
-/// The variable and value for `key = value` among `command`'s options.
-fn setting(command: &Command, key: &str, value: &toml::Value) -> Result<(String, String), String> {
+/// The config file applied, and the variables it set.
+static FROM_FILE: OnceLock<(String, Vec<String>)> = OnceLock::new();
+
+/// For clap's "cannot be used with" error where an option in the pair did
+/// not come from the command line: the same in one line that says where
+/// each such option came from (a variable, or the config file).
+pub fn explain_conflict(e: &clap::Error, command: &Command) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::ArgumentConflict {
+        return None;
+    }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (sub, rest) = running(command, &args)?;
+    let mut named = Vec::new();
+    for kind in [ContextKind::InvalidArg, ContextKind::PriorArg] {
+        match e.get(kind) {
+            Some(ContextValue::String(s)) => named.push(s.clone()),
+            Some(ContextValue::Strings(list)) => named.extend(list.iter().cloned()),
+            _ => {}
+        }
+    }
+    let mut origins = Vec::new();
+    let mut flags = Vec::new();
+    for shown in &named {
+        // "--messages <MESSAGES>": the long name is the first word.
+        let long = shown.split_whitespace().next()?.strip_prefix("--")?;
+        let arg = sub.get_arguments().find(|a| a.get_long() == Some(long))?;
+        flags.push(format!("--{long}"));
+        if on_command_line(sub, arg, rest) {
+            continue;
+        }
+        let variable = env_name(Some(sub.get_name()), long);
+        let origin = match FROM_FILE.get() {
+            Some((file, set)) if set.contains(&variable) => format!("the config file {file}"),
+            _ => format!("the environment ({variable})"),
+        };
+        origins.push(format!("--{long} comes from {origin}"));
+    }
+    if origins.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} cannot be used together: {}",
+        flags.join(" and "),
+        origins.join(", ")
+    ))
+}
+
+/// The variable and value for `key = value` among `command`'s options
+/// (those of `subcommand`, or the top-level ones).
+fn setting(
+    command: &Command,
+    subcommand: Option<&str>,
+    key: &str,
+    value: &toml::Value,
+) -> Result<(String, String), String> {
     let known = command
         .get_arguments()
         .any(|a| takes_env(a) && a.get_long() == Some(key));
@@ -179,7 +339,7 @@ fn setting(command: &Command, key: &str, value: &toml::Value) -> Result<(String,
     if text.contains('\0') {
         return Err(format!("'{key}' holds a NUL character"));
     }
-    Ok((env_name(key), text))
+    Ok((env_name(subcommand, key), text))
 }
 
 #[cfg(test)]
@@ -187,9 +347,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn variables_are_named_after_the_long_option() {
-        assert_eq!(env_name("max-connections"), "UPCASE_MAX_CONNECTIONS");
-        assert_eq!(env_name("port"), "UPCASE_PORT");
+    fn variables_are_named_after_the_subcommand_and_the_long_option() {
+        assert_eq!(
+            env_name(Some("server"), "max-connections"),
+            "UPCASE_SERVER_MAX_CONNECTIONS"
+        );
+        assert_eq!(env_name(Some("bench"), "threads"), "UPCASE_BENCH_THREADS");
+        assert_eq!(env_name(None, "log-format"), "UPCASE_LOG_FORMAT");
+    }
+
+    #[test]
+    fn flags_are_found_in_every_spelling() {
+        let command = clap::Command::new("t")
+            .arg(clap::Arg::new("udp").long("udp").action(ArgAction::SetTrue))
+            .arg(clap::Arg::new("n").short('n').long("messages"))
+            .arg(clap::Arg::new("v").short('v').action(ArgAction::Count));
+        let given = |id: &str, a: &[&str]| {
+            let arg = command.get_arguments().find(|x| x.get_id() == id).unwrap();
+            on_command_line(
+                &command,
+                arg,
+                &a.iter().map(OsString::from).collect::<Vec<_>>(),
+            )
+        };
+        assert!(given("udp", &["--udp"]));
+        assert!(given("n", &["-n100"]));
+        assert!(given("n", &["-vn", "100"]));
+        assert!(given("n", &["--messages=5"]));
+        assert!(given("v", &["-vv"]));
+        assert!(!given("udp", &["--", "--udp"]));
+        assert!(!given("v", &["-n", "-v"]), "a value, not a flag");
+        assert!(
+            !given("udp", &["--messages", "--udp"]),
+            "a value, not a flag"
+        );
     }
 
     #[test]
