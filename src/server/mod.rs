@@ -228,7 +228,7 @@ pub async fn run(
         lot,
     });
     if let Some(incoming) = incoming {
-        tracker.spawn(park::run(incoming, shared.clone()));
+        tracker.spawn(park::run(incoming, shared.clone(), shutdown.clone()));
     }
     for listener in listeners.tcp {
         let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -3,9 +3,10 @@
 //! A tokio task and its I/O registration cost about 900 bytes, however little
 //! the task holds (see "Idle connections" in BENCHMARKS.md): most of what an
 //! idle connection costs. So a connection silent for [`Config::park_after`]
-//! leaves its task as a [`Parked`] record (socket, peer, connection slots:
-//! about 100 bytes), and its socket moves from tokio's epoll set to this
-//! one's. One task per server watches the set:
+//! leaves its task as a record of what it holds (socket, peer, connection
+//! slots: about 100 bytes; the TCP module's `Parked`, which this module
+//! knows only as an [`Idle`]), and its socket moves from tokio's epoll set
+//! to this one's. One task per server watches the set:
 //!
 //! - a parked socket that becomes readable (data, or the client's close) goes
 //!   back to tokio in a new task, which reads it as any connection's;
@@ -31,9 +32,31 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use super::tcp::{Closing, Parked, Shared};
+/// What waits in the idle set: a connection without a task, which the set
+/// hands back to a task when it is readable, or closes. The set knows
+/// nothing else of it, so that the dependency runs one way: the TCP module
+/// parks its connections here.
+pub(super) trait Idle: AsRawFd + Send + Sized + 'static {
+    /// What waking or closing one needs: the server's shared state.
+    type Owner: Send + Sync + 'static;
+    /// When it is closed as idle if nothing arrives.
+    fn idle_deadline(&self) -> tokio::time::Instant;
+    /// Serves it in a new task again: it has become readable (or the set
+    /// cannot keep it).
+    fn resume(self, owner: &Arc<Self::Owner>);
+    /// Closes it, as a connection in a task would be for the same reason.
+    fn close(self, why: Closing, owner: &Self::Owner);
+}
+
+/// Why the idle set closes a parked connection.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Closing {
+    Idle,
+    Shutdown,
+}
 
 /// Connections on their way into the set at most; more stay in their tasks
 /// until there is room.
@@ -50,24 +73,28 @@ const RELEASE_AFTER_PARKED: usize = 1024;
 const RELEASE_DELAY: Duration = Duration::from_secs(1);
 
 /// The way into the idle set.
-pub(super) type Sender = mpsc::Sender<Parked>;
+pub(super) type Sender<C> = mpsc::Sender<C>;
 
 /// The idle set's channel: connections send themselves through [`Sender`];
 /// [`run`] takes them from the receiver.
-pub(super) fn channel() -> (Sender, mpsc::Receiver<Parked>) {
+pub(super) fn channel<C: Idle>() -> (Sender<C>, mpsc::Receiver<C>) {
     mpsc::channel(QUEUE)
 }
 
 /// A parked connection and its place in the deadline queue.
-struct Entry {
-    connection: Parked,
+struct Entry<C> {
+    connection: C,
     deadline: delay_queue::Key,
 }
 
 /// Watches the idle set until the server shuts down. If the set cannot be
 /// made or watched, every connection goes back to a task and none is parked
 /// again.
-pub(super) async fn run(mut incoming: mpsc::Receiver<Parked>, shared: Arc<Shared>) {
+pub(super) async fn run<C: Idle>(
+    mut incoming: mpsc::Receiver<C>,
+    shared: Arc<C::Owner>,
+    shutdown: CancellationToken,
+) {
     let mut set = match IdleSet::new() {
         Ok(set) => set,
         Err(e) => {
@@ -88,7 +115,7 @@ pub(super) async fn run(mut incoming: mpsc::Receiver<Parked>, shared: Arc<Shared
     let failure = loop {
         tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => break None,
+            () = shutdown.cancelled() => break None,
             Some(connection) = incoming.recv() => {
                 set.park(connection, &shared);
                 parked_since_release += 1;
@@ -104,7 +131,7 @@ pub(super) async fn run(mut incoming: mpsc::Receiver<Parked>, shared: Arc<Shared
             }
             Some(expired) = poll_fn(|cx| set.deadlines.poll_expired(cx)) => {
                 let entry = set.remove(expired.into_inner());
-                entry.connection.close(Closing::Idle, &shared.stats);
+                entry.connection.close(Closing::Idle, &shared);
             }
             ready = set.epoll.readable_mut() => {
                 let taken = ready.and_then(|mut ready| {
@@ -129,10 +156,10 @@ pub(super) async fn run(mut incoming: mpsc::Receiver<Parked>, shared: Arc<Shared
     match failure {
         None => {
             while let Ok(connection) = incoming.try_recv() {
-                connection.close(Closing::Shutdown, &shared.stats);
+                connection.close(Closing::Shutdown, &shared);
             }
             for entry in set.drain() {
-                entry.connection.close(Closing::Shutdown, &shared.stats);
+                entry.connection.close(Closing::Shutdown, &shared);
             }
         }
         Some(e) => {
@@ -165,14 +192,14 @@ fn release_freed_memory() {
 }
 
 /// The parked connections, keyed by their epoll token.
-struct IdleSet {
+struct IdleSet<C> {
     epoll: AsyncFd<Poll>,
     events: Events,
-    parked: Slab<Entry>,
+    parked: Slab<Entry<C>>,
     deadlines: DelayQueue<usize>,
 }
 
-impl IdleSet {
+impl<C: Idle> IdleSet<C> {
     fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
         // SAFETY: a mio `Poll` owns its epoll descriptor, closes it only when
@@ -188,7 +215,7 @@ impl IdleSet {
     }
 
     /// Adds `connection`, or gives it back to a task if epoll refuses it.
-    fn park(&mut self, connection: Parked, shared: &Arc<Shared>) {
+    fn park(&mut self, connection: C, shared: &Arc<C::Owner>) {
         let place = self.parked.vacant_entry();
         let key = place.key();
         // Registering reports the socket at once if it is already readable,
@@ -214,7 +241,7 @@ impl IdleSet {
     }
 
     /// Hands every connection in the last events back to a task.
-    fn wake_readable(&mut self, shared: &Arc<Shared>) {
+    fn wake_readable(&mut self, shared: &Arc<C::Owner>) {
         let keys: Vec<usize> = self.events.iter().map(|event| event.token().0).collect();
         for key in keys {
             // Each parked socket is reported at most once per poll, and only
@@ -229,7 +256,7 @@ impl IdleSet {
 
     /// Takes the connection with `key` out of the set (its deadline is the
     /// caller's to remove, unless it has expired).
-    fn remove(&mut self, key: usize) -> Entry {
+    fn remove(&mut self, key: usize) -> Entry<C> {
         let entry = self.parked.remove(key);
         // Deregistered before the socket goes back to tokio's epoll or is
         // closed; a failure leaves at worst a stale registration that its
@@ -246,7 +273,7 @@ impl IdleSet {
     }
 
     /// Takes every connection out of the set.
-    fn drain(&mut self) -> impl Iterator<Item = Entry> + '_ {
+    fn drain(&mut self) -> impl Iterator<Item = Entry<C>> + '_ {
         self.deadlines.clear();
         self.parked.drain()
     }

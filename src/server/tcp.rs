@@ -30,7 +30,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::park;
+use super::park::{self, Closing};
 use super::proxy;
 use super::sources::{SourceCounts, SourceSlot};
 use super::throttle::Throttle;
@@ -73,7 +73,7 @@ pub(super) struct Shared {
     /// Where connection tasks are spawned, so that shutdown waits for them.
     pub tracker: TaskTracker,
     /// The way into the idle set; `None` when connections are never parked.
-    pub lot: Option<park::Sender>,
+    pub lot: Option<park::Sender<Parked>>,
 }
 
 /// The accept loop of one listener.
@@ -325,20 +325,15 @@ pub(super) struct Parked {
     idle_deadline: tokio::time::Instant,
 }
 
-/// Why the idle set closes a parked connection.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Closing {
-    Idle,
-    Shutdown,
-}
+impl park::Idle for Parked {
+    type Owner = Shared;
 
-impl Parked {
-    pub fn idle_deadline(&self) -> tokio::time::Instant {
+    fn idle_deadline(&self) -> tokio::time::Instant {
         self.idle_deadline
     }
 
     /// Serves the connection in a new task again: it has become readable.
-    pub fn resume(self, shared: &Arc<Shared>) {
+    fn resume(self, shared: &Arc<Shared>) {
         let stats = &shared.stats;
         Stats::sub(&stats.tcp_parked, 1);
         match TcpStream::from_std(self.stream) {
@@ -365,7 +360,8 @@ impl Parked {
 
     /// Closes the connection, as one in a task would be for the same reason:
     /// it holds nothing back, so there is nothing left to answer.
-    pub fn close(self, why: Closing, stats: &Stats) {
+    fn close(self, why: Closing, shared: &Shared) {
+        let stats = &shared.stats;
         Stats::sub(&stats.tcp_parked, 1);
         Stats::sub(&stats.tcp_open, 1);
         match why {
