@@ -204,6 +204,17 @@ impl Tracker {
         }
     }
 
+    /// Records that probe `seq`, still awaited, was sent again at `at` (to
+    /// another address of the host, the first having refused it): its
+    /// round trip counts from then, and it is not transmitted twice.
+    pub fn on_resent(&mut self, seq: u64, at: Instant) {
+        if let Some(probe) = self.probes.get_mut(&seq)
+            && probe.state == State::Waiting
+        {
+            probe.sent_at = at;
+        }
+    }
+
     /// Classifies a reply received at `at`.
     pub fn on_reply(&mut self, reply: &[u8], at: Instant) -> ReplyEvent {
         let seq = reply_seq(reply);

@@ -222,3 +222,55 @@ fn udp_replies_come_from_the_address_asked_on_a_host_with_several() {
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+#[ignore = "needs root and ip netns; run by .ci/run"]
+fn ping_and_bench_try_each_address_of_a_name() {
+    // A name with an IPv6 and an IPv4 address (as localhost has on many
+    // hosts), from the namespace's own /etc/hosts, which `ip netns exec`
+    // puts in place; the server listens on one of the two only.
+    let netns = Netns::new("names");
+    let etc = std::path::PathBuf::from("/etc/netns").join(&netns.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("hosts"), "::1 twofold\n127.0.0.1 twofold\n").unwrap();
+    let mut fell_back = 0;
+    for listen in ["::1", "127.0.0.1"] {
+        let mut command = netns.command(env!("CARGO_BIN_EXE_upcase"));
+        command.args(["server", "--port", "0", "--listen", listen]);
+        let server = Server::spawn_command(command);
+        let port = server.port().to_string();
+        for transport in [&[][..], &["--tcp"]] {
+            let mut ping = netns.command(env!("CARGO_BIN_EXE_upcase"));
+            ping.args(["ping", "twofold", "-p", &port, "-c", "3", "-i", "0.05"]);
+            ping.args(transport);
+            let out = run_with_input(ping, b"");
+            assert_success(&out);
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(
+                text.contains("3 packets transmitted, 3 received"),
+                "{listen} {transport:?}: {text}"
+            );
+            fell_back += usize::from(text.contains("port unreachable; trying"));
+        }
+        for transport in ["--udp", "--tcp"] {
+            let mut bench = netns.command(env!("CARGO_BIN_EXE_upcase"));
+            bench.args([
+                "bench", "twofold", "-p", &port, transport, "-n", "50", "--json",
+            ]);
+            let out = run_with_input(bench, b"");
+            assert_success(&out);
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                report["counts"]["received"], 50,
+                "{listen} {transport}: {report}"
+            );
+            let chosen: std::net::SocketAddr = report["address"].as_str().unwrap().parse().unwrap();
+            assert_eq!(chosen.ip().to_string(), listen, "{report}");
+        }
+        let (status, stderr) = server.stop();
+        assert!(status.success(), "{stderr}");
+    }
+    // Whichever address the resolver put first, one server was not there.
+    assert!(fell_back > 0, "ping never had to try the next address");
+    std::fs::remove_dir_all(&etc).unwrap();
+}

@@ -386,3 +386,26 @@ fn an_exclusion_between_lower_layers_says_where_each_came_from() {
         )
     );
 }
+
+#[test]
+fn help_puts_the_global_options_under_their_own_heading() {
+    for sub in ["server", "client", "ping", "bench"] {
+        let mut command = upcase();
+        command.args([sub, "--help"]);
+        let out = run_with_input(command, b"");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let (own, global) = help
+            .split_once("Global options:")
+            .unwrap_or_else(|| panic!("{sub}: no Global options heading in {help}"));
+        for option in ["--verbose", "--quiet", "--config", "--log-format"] {
+            assert!(
+                global.contains(option),
+                "{sub}: {option} not among the global options"
+            );
+            assert!(
+                !own.contains(option),
+                "{sub}: {option} among the subcommand's own"
+            );
+        }
+    }
+}

@@ -150,9 +150,11 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Runs the benchmark and reports. Fails (exit 1) if any reply was wrong or
 /// none came.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let address = *super::resolve(&args.host, args.port)?
-        .first()
-        .expect("resolve returns at least one address");
+    let address = choose_address(
+        super::resolve(&args.host, args.port)?,
+        args.udp,
+        args.timeout,
+    );
     let transport = match (args.udp, args.mode) {
         (true, _) => Transport::Udp,
         (false, Mode::Persistent) => Transport::TcpPersistent,
@@ -328,4 +330,37 @@ fn heading(c: &Config) -> String {
         "{transport} {}, {} connection{plural} x {} in flight, {}-byte requests, {load}, {stop}",
         c.target, c.connections, c.pipeline, c.size
     )
+}
+
+/// The address of a name to load: of several (localhost's IPv6 and IPv4,
+/// say), the first where a server answers, as the client tries them. Over
+/// TCP, the first that accepts a connection (closed at once); over UDP, the
+/// first that does not refuse an empty datagram (ICMP port unreachable)
+/// within `timeout`. With one address, nothing is sent.
+fn choose_address(addrs: Vec<SocketAddr>, udp: bool, timeout: std::time::Duration) -> SocketAddr {
+    let (last, candidates) = addrs
+        .split_last()
+        .expect("resolve returns at least one address");
+    for &addr in candidates {
+        let answers = if udp {
+            std::net::UdpSocket::bind(upcase::client::unspecified_like(addr))
+                .and_then(|s| {
+                    s.connect(addr)?;
+                    s.set_read_timeout(Some(timeout))?;
+                    s.send(b"")?;
+                    s.recv(&mut [0u8; 64])
+                })
+                .map_or_else(
+                    |e| e.kind() != std::io::ErrorKind::ConnectionRefused,
+                    |_| true,
+                )
+        } else {
+            std::net::TcpStream::connect_timeout(&addr, timeout).is_ok()
+        };
+        if answers {
+            return addr;
+        }
+        tracing::info!(%addr, "nothing listening there; trying the next address");
+    }
+    *last
 }

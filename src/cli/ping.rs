@@ -168,17 +168,60 @@ impl Transport {
 
 /// Pings until the count is reached or Ctrl-C, then prints the summary.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let addr = *super::resolve(&args.host, args.port)?
-        .first()
-        .expect("resolve returns at least one address");
+    let addrs = super::resolve(&args.host, args.port)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(ping(args, addr))
+    runtime.block_on(ping(args, addrs))
 }
 
-async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
+/// Probes sent to an address that has answered nothing yet, kept to send
+/// again to the next address if it refuses them; past this many, the
+/// address is kept whatever it says.
+const MAX_RESENT: usize = 16;
+
+/// A UDP socket connected to `addr`.
+async fn udp_to(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let socket = UdpSocket::bind(client::unspecified_like(addr))
+        .await
+        .context("opening a UDP socket")?;
+    socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("cannot reach udp {addr}"))?;
+    Ok(socket)
+}
+
+/// A TCP connection to the first of `addrs` that accepts within `timeout`,
+/// as the client tries them (a name such as localhost may have an IPv6 and
+/// an IPv4 address, and a server listen on one).
+async fn tcp_to(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> anyhow::Result<(TcpStream, SocketAddr)> {
+    let mut failures = Vec::new();
+    for &addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok((stream, addr)),
+            Ok(Err(e)) => failures.push(format!("{addr}: {}", client::error_text(&e))),
+            Err(_) => failures.push(format!(
+                "{addr}: no answer within {}",
+                humantime::format_duration(timeout)
+            )),
+        }
+    }
+    match failures.as_slice() {
+        [one] => {
+            let (addr, why) = one.split_once(": ").expect("formatted above");
+            anyhow::bail!("cannot connect to tcp {addr}: {why}")
+        }
+        many => anyhow::bail!("cannot connect over tcp: {}", many.join("; ")),
+    }
+}
+
+async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let mut addr = addrs[0];
     let protocol = if args.tcp { "tcp" } else { "udp" };
     let text = !args.json;
     let verbose = text && !args.quiet;
@@ -204,17 +247,8 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
     let mut connect_ms = None;
     let mut transport = if args.tcp {
         let started = Instant::now();
-        let stream = tokio::time::timeout(args.timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "cannot connect to tcp {addr}: no answer within {}",
-                    humantime::format_duration(args.timeout)
-                )
-            })?
-            .map_err(|e| {
-                anyhow::anyhow!("cannot connect to tcp {addr}: {}", client::error_text(&e))
-            })?;
+        let (stream, connected) = tcp_to(&addrs, args.timeout).await?;
+        addr = connected;
         stream.set_nodelay(true)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         connect_ms = Some(ms);
@@ -227,15 +261,17 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
             max_line: probe_bytes.saturating_mul(3).saturating_add(64),
         }
     } else {
-        let socket = UdpSocket::bind(client::unspecified_like(addr))
-            .await
-            .context("opening a UDP socket")?;
-        socket
-            .connect(addr)
-            .await
-            .with_context(|| format!("cannot reach udp {addr}"))?;
-        Transport::Udp(socket)
+        Transport::Udp(udp_to(addr).await?)
     };
+    // UDP: the addresses not tried yet, and the probes the current one has
+    // not answered, while it has answered nothing: if it refuses them
+    // (ICMP port unreachable), they go to the next address instead.
+    let mut untried = addrs
+        .iter()
+        .skip(1)
+        .copied()
+        .collect::<std::collections::VecDeque<_>>();
+    let mut unanswered: Vec<(u64, Vec<u8>)> = Vec::new();
 
     let mut tracker = Tracker::new(args.expect.into(), args.timeout);
     let mut buf = vec![0u8; DATAGRAM_BUFFER_BYTES];
@@ -273,7 +309,12 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
                 next_send += args.interval;
                 let bytes = probe(seq, unix_now(), args.size);
                 match transport.send(&bytes).await {
-                    Ok(()) => tracker.on_sent(seq, bytes, Instant::now().into_std()),
+                    Ok(()) => {
+                        if !args.tcp && !untried.is_empty() && unanswered.len() < MAX_RESENT {
+                            unanswered.push((seq, bytes.clone()));
+                        }
+                        tracker.on_sent(seq, bytes, Instant::now().into_std());
+                    }
                     Err(e) => {
                         errors += 1;
                         if verbose {
@@ -283,11 +324,32 @@ async fn ping(args: Args, addr: SocketAddr) -> anyhow::Result<ExitCode> {
                 }
             }
             Wake::Replies(replies) => {
+                // This address answers: it is the one.
+                untried.clear();
+                unanswered.clear();
                 let now = Instant::now().into_std();
                 for reply in replies {
                     let event = tracker.on_reply(&reply, now);
                     if verbose {
                         writeln!(out, "{}", describe(&event, &reply, addr, &args))?;
+                    }
+                }
+            }
+            Wake::ReceiveError(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused && !untried.is_empty() =>
+            {
+                // Nothing listens there: the same probes go to the next
+                // address, as the client tries a name's addresses in turn.
+                let next = untried.pop_front().expect("checked not empty");
+                if verbose {
+                    writeln!(out, "From {addr}: port unreachable; trying {next}")?;
+                }
+                addr = next;
+                transport = Transport::Udp(udp_to(addr).await?);
+                let now = Instant::now();
+                for (seq, bytes) in &unanswered {
+                    if transport.send(bytes).await.is_ok() {
+                        tracker.on_resent(*seq, now.into_std());
                     }
                 }
             }
