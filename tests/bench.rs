@@ -359,3 +359,37 @@ fn a_server_that_closes_after_each_reply_is_named_in_persistent_mode() {
         "{text}"
     );
 }
+
+#[test]
+fn oneshot_reports_connect_time_apart_and_spreads_its_sources() {
+    let server = Server::start(&["--tcp", "--listen", "127.0.0.1", "-v"]);
+    let port = server.port();
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --tcp --mode oneshot -c 2 -n 20 --timeout 10s"
+    ));
+    assert_all_right(ok, &report, 20);
+    // Connect time apart from latency, in the JSON (and the text).
+    for key in ["p50_ms", "p99_9_ms", "max_ms"] {
+        assert!(
+            report["connect"][key].as_f64().unwrap() > 0.0,
+            "{key}: {report}"
+        );
+    }
+    assert!(
+        !report["connect_distribution"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(report["notes"], serde_json::json!([]), "{report}");
+    let (_, stderr) = server.stop();
+    // Each connection from its own loopback address, 127.0.0.2 and up, so
+    // that TIME_WAIT does not run one address out of ports.
+    let sources: std::collections::BTreeSet<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("connection closed by client"))
+        .filter_map(|l| l.split("peer=").nth(1)?.split(':').next())
+        .collect();
+    assert_eq!(sources.len(), 20, "{sources:?}");
+    assert!(!sources.contains("127.0.0.1"), "{sources:?}");
+}

@@ -254,6 +254,20 @@ pub struct Running {
 /// Starts the load on `config.threads` threads.
 pub fn start(config: Config) -> io::Result<Running> {
     config.validate().map_err(io::Error::other)?;
+    if config.transport == Transport::TcpOneshot
+        && let Some(rate) = config.rate
+    {
+        let (ports, sources) = (ephemeral_ports(), tcp::oneshot_sources(config.target));
+        if let Some(last) = report::ports_last(ports, sources, rate) {
+            tracing::warn!(
+                "at {rate:.0} connections a second, {ports} ephemeral ports on {sources} source \
+                 address(es) last {:.1} s, less than the {} s a closed connection holds its port \
+                 (TIME_WAIT): connects will search for free ports, or fail",
+                last.as_secs_f64(),
+                report::TIME_WAIT.as_secs()
+            );
+        }
+    }
     let newline = config.transport == Transport::TcpPersistent;
     let payloads = Payloads::new(config.size, newline, config.expect).map_err(io::Error::other)?;
     let start = Instant::now();
@@ -364,10 +378,27 @@ impl Running {
                 timeout: self.run.config.timeout,
             },
             Transport::TcpPersistent => Load::TcpPersistent,
-            Transport::TcpOneshot => Load::TcpOneshot,
+            Transport::TcpOneshot => Load::TcpOneshot {
+                ephemeral_ports: ephemeral_ports(),
+                sources: tcp::oneshot_sources(self.run.config.target),
+            },
         });
         results
     }
+}
+
+/// The ports the system gives connections that do not bind one
+/// (`net.ipv4.ip_local_port_range`, also IPv6's); Linux's default range if
+/// it cannot be read.
+pub fn ephemeral_ports() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u32>());
+            let (low, high) = (bounds.next()?.ok()?, bounds.next()?.ok()?);
+            Some(high.saturating_sub(low) + 1)
+        })
+        .unwrap_or(60999 - 32768 + 1)
 }
 
 /// A short name for what went wrong, for the error counts.

@@ -58,8 +58,13 @@ pub struct Tally {
     /// Errors by kind (`connect`, `reset`, `closed`, `timeout`, ...): each
     /// failed connection attempt or connection that died counts once.
     pub errors: BTreeMap<String, u64>,
-    /// Latency of measured replies, in nanoseconds.
+    /// Latency of measured replies, in nanoseconds (one-shot: from the
+    /// connection made, plus any wait for it to start, to the reply).
     pub latency: Histogram<u64>,
+    /// One-shot: how long each connect took, in nanoseconds: the load
+    /// generator's own port search and the server's accept queue, kept
+    /// apart from the request's time.
+    pub connect: Histogram<u64>,
     /// When the last measured request was settled (answered, lost, failed).
     pub last_settled: Option<Instant>,
 }
@@ -70,6 +75,7 @@ impl Default for Tally {
             counts: Counts::default(),
             errors: BTreeMap::new(),
             latency: Histogram::new(3).expect("3 significant digits is valid"),
+            connect: Histogram::new(3).expect("3 significant digits is valid"),
             last_settled: None,
         }
     }
@@ -105,6 +111,7 @@ impl Tally {
         }
         // Both resize to fit; adding cannot fail for want of range.
         let _ = self.latency.add(&other.latency);
+        let _ = self.connect.add(&other.connect);
         self.last_settled = self.last_settled.max(other.last_settled);
     }
 }
@@ -157,10 +164,47 @@ pub struct Results {
     pub latency: Option<Latency>,
     /// The latency distribution from the median out to 99.999% (for plots).
     pub distribution: Vec<Point>,
+    /// One-shot runs: the time each connect took, apart from `latency`;
+    /// absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Latency>,
+    /// Its distribution, for plots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect_distribution: Vec<Point>,
     /// What the counts suggest about the server, in a sentence each (see
     /// [`Results::diagnose`]); absent from runs before there were notes.
     #[serde(default)]
     pub notes: Vec<String>,
+}
+
+/// Percentiles of `h` (nanoseconds) in milliseconds, and its distribution
+/// evenly spaced in log10(1 / (1 - q)): 0 is the minimum, 1 is 90%, 2 is
+/// 99%, ... as HdrHistogram's percentile plots space them. `None` and
+/// nothing when `h` is empty.
+fn summarize(h: &Histogram<u64>) -> (Option<Latency>, Vec<Point>) {
+    if h.is_empty() {
+        return (None, Vec::new());
+    }
+    let ms = |nanos: u64| nanos as f64 / 1e6;
+    let latency = Latency {
+        min_ms: ms(h.min()),
+        mean_ms: h.mean() / 1e6,
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p90_ms: ms(h.value_at_quantile(0.9)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        p99_9_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+    };
+    let distribution = (0..=50)
+        .map(|tenth| {
+            let q = 1.0 - 10f64.powf(-f64::from(tenth) / 10.0);
+            Point {
+                percentile: q * 100.0,
+                ms: ms(h.value_at_quantile(q)),
+            }
+        })
+        .collect();
+    (Some(latency), distribution)
 }
 
 /// What kind of load a run was, as [`Results::diagnose`] needs to know it.
@@ -170,8 +214,21 @@ pub enum Load {
     Udp { timeout: Duration },
     /// Requests on persistent TCP connections.
     TcpPersistent,
-    /// One request per TCP connection.
-    TcpOneshot,
+    /// One request per TCP connection, from `sources` addresses, each with
+    /// `ephemeral_ports` ports for its connections.
+    TcpOneshot { ephemeral_ports: u32, sources: u32 },
+}
+
+/// How long a connection closed first by its client waits in TIME_WAIT on
+/// Linux (`TCP_TIMEWAIT_LEN`), holding its port for that address pair.
+pub const TIME_WAIT: Duration = Duration::from_secs(60);
+
+/// How long `ports` ephemeral ports on each of `sources` addresses last at
+/// `rate` new connections a second, when each closed one holds its port
+/// for [`TIME_WAIT`]; `None` if they last longer than that (for ever).
+pub fn ports_last(ports: u32, sources: u32, rate: f64) -> Option<Duration> {
+    let seconds = f64::from(ports) * f64::from(sources) / rate;
+    (rate > 0.0 && seconds < TIME_WAIT.as_secs_f64()).then(|| Duration::from_secs_f64(seconds))
 }
 
 impl Results {
@@ -187,32 +244,8 @@ impl Results {
                 0.0
             }
         };
-        let h = &tally.latency;
-        let ms = |nanos: u64| nanos as f64 / 1e6;
-        let latency = (!h.is_empty()).then(|| Latency {
-            min_ms: ms(h.min()),
-            mean_ms: h.mean() / 1e6,
-            p50_ms: ms(h.value_at_quantile(0.5)),
-            p90_ms: ms(h.value_at_quantile(0.9)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            p99_9_ms: ms(h.value_at_quantile(0.999)),
-            max_ms: ms(h.max()),
-        });
-        // Evenly spaced in log10(1 / (1 - q)): 0 is the minimum, 1 is 90%,
-        // 2 is 99%, ... as HdrHistogram's percentile plots space them.
-        let distribution = if h.is_empty() {
-            Vec::new()
-        } else {
-            (0..=50)
-                .map(|tenth| {
-                    let q = 1.0 - 10f64.powf(-f64::from(tenth) / 10.0);
-                    Point {
-                        percentile: q * 100.0,
-                        ms: ms(h.value_at_quantile(q)),
-                    }
-                })
-                .collect()
-        };
+        let (latency, distribution) = summarize(&tally.latency);
+        let (connect, connect_distribution) = summarize(&tally.connect);
         Results {
             counts: tally.counts,
             errors: tally.errors.clone(),
@@ -222,6 +255,8 @@ impl Results {
             bytes_received_per_second: per_second(tally.counts.bytes_received),
             latency,
             distribution,
+            connect,
+            connect_distribution,
             notes: Vec::new(),
         }
     }
@@ -264,7 +299,23 @@ impl Results {
                     ));
                 }
             }
-            Load::TcpOneshot => {}
+            Load::TcpOneshot {
+                ephemeral_ports,
+                sources,
+            } => {
+                let rate = c.sent as f64 / self.seconds.max(1e-9);
+                if let Some(last) = ports_last(ephemeral_ports, sources, rate) {
+                    self.notes.push(format!(
+                        "at {rate:.0} connections a second, {ephemeral_ports} ephemeral ports on \
+                         {sources} source address(es) last {:.1} s, less than the {} s a closed \
+                         connection holds its port (TIME_WAIT): connect searches for free ports \
+                         or fails, and that time is the load generator's (see connect, kept out \
+                         of latency)",
+                        last.as_secs_f64(),
+                        TIME_WAIT.as_secs()
+                    ));
+                }
+            }
         }
     }
 
@@ -301,6 +352,13 @@ impl Results {
                 );
             }
             None => out.push_str("  latency    no replies\n"),
+        }
+        if let Some(c) = &self.connect {
+            let _ = writeln!(
+                out,
+                "  connect    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms (mean {:.3} ms; not in latency)",
+                c.p50_ms, c.p90_ms, c.p99_ms, c.p99_9_ms, c.max_ms, c.mean_ms
+            );
         }
         if !self.errors.is_empty() {
             let list: Vec<String> = self
@@ -375,6 +433,17 @@ mod tests {
         assert!(r.distribution.windows(2).all(|w| w[0].ms <= w[1].ms));
         assert!(r.text().contains("3 received"));
         assert!(r.text().contains("1 connect, 2 reset"));
+    }
+
+    #[test]
+    fn ephemeral_ports_last_as_long_as_the_arithmetic_says() {
+        // 28,232 ports (Linux's default range) from one address at 14,000
+        // connections a second: gone in about 2 s.
+        let last = ports_last(28_232, 1, 14_000.0).unwrap();
+        assert!((last.as_secs_f64() - 2.0166).abs() < 0.001, "{last:?}");
+        // Over 250 addresses they outlast TIME_WAIT: no note.
+        assert_eq!(ports_last(28_232, 250, 14_000.0), None);
+        assert_eq!(ports_last(28_232, 1, 0.0), None);
     }
 
     #[test]

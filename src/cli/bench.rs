@@ -239,6 +239,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 points: &e.distribution,
             })
             .collect();
+        // One-shot: connect time as a series of its own.
+        if !results.connect_distribution.is_empty() {
+            series.push(Series {
+                label: format!("{label} (connect)"),
+                points: &results.connect_distribution,
+            });
+        }
         series.push(Series {
             label,
             points: &results.distribution,
