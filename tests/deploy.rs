@@ -8,10 +8,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, bench, counter, counts, free_port, run_with_input};
+use common::{PATIENCE, Server, balancer, bench, counter, counts, free_port, run_with_input};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,23 +112,6 @@ fn the_kubernetes_manifests_validate_against_the_api_schema() {
     assert!(service.contains("port: 12000\n      targetPort: udp\n      protocol: UDP"));
 }
 
-/// nginx's master process, stopped with SIGTERM when dropped: it then stops
-/// its workers (SIGKILL would leave them running, holding the port).
-struct Nginx(std::process::Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on a child we spawned.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + PATIENCE;
-        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs nginx with the stream module (Debian nginx, libnginx-mod-stream); .ci/run installs them"]
 fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
@@ -148,38 +131,8 @@ fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
         .replace("127.0.0.1:12002", &servers[1].tcp4().to_string())
         .replace(":12000", &format!(":{front}"))
         .replace("listen 12000", &format!("listen {front}"));
-    let directives: Vec<&str> = config
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect();
-    assert!(
-        directives.iter().all(|l| !l.contains("1200")),
-        "a port left unreplaced: {directives:#?}"
-    );
-
-    let dir = std::env::temp_dir().join(format!("upcase-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("upcase.conf"), config).unwrap();
-    let main = format!(
-        "daemon off;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
-         load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-         events {{ worker_connections 1024; }}\ninclude {dir}/upcase.conf;\n",
-        dir = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let nginx = Nginx(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    balancer::assert_ports_replaced(&config);
+    let nginx = balancer::nginx("nginx", 2, &config);
     let front_addr = SocketAddr::from(([127, 0, 0, 1], front));
     // Wait for nginx with one real exchange, which the counts below include.
     let deadline = Instant::now() + PATIENCE;
@@ -239,7 +192,6 @@ fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
     assert_eq!(udp.iter().sum::<u64>(), totals[1]["sent"]);
     let lines: u64 = summaries.iter().map(|s| counter(s, "tcp_lines_in")).sum();
     assert_eq!(lines, totals[0]["sent"] + totals[2]["sent"] + 1);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -259,27 +211,8 @@ fn haproxy_spreads_tcp_across_two_servers_with_the_proxy_protocol() {
         .replace("127.0.0.1:12001", &servers[0].tcp4().to_string())
         .replace("127.0.0.1:12002", &servers[1].tcp4().to_string())
         .replace(":12000", &format!(":{front}"));
-    let directives: Vec<&str> = config
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect();
-    assert!(
-        directives.iter().all(|l| !l.contains("1200")),
-        "a port left unreplaced: {directives:#?}"
-    );
-    let dir = std::env::temp_dir().join(format!("upcase-haproxy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("upcase.cfg"), config).unwrap();
-    let haproxy = common::KillOnDrop(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(dir.join("upcase.cfg"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    balancer::assert_ports_replaced(&config);
+    let haproxy = balancer::haproxy("haproxy", &config);
     let front_addr = SocketAddr::from(([127, 0, 0, 1], front));
     let deadline = Instant::now() + PATIENCE;
     while TcpStream::connect(front_addr).is_err() {
@@ -307,5 +240,4 @@ fn haproxy_spreads_tcp_across_two_servers_with_the_proxy_protocol() {
     for summary in &summaries {
         assert_eq!(counter(summary, "tcp_proxy_header_errors"), 0, "{summary}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,10 +8,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, PATIENCE, Server, counter, free_port};
+use common::{PATIENCE, Server, balancer, counter, free_port};
 
 /// A TCP connection to `to` from `local_ip` (any port).
 fn connect_from(local_ip: &str, to: SocketAddr) -> TcpStream {
@@ -167,42 +166,16 @@ fn start_behind_proxy() -> Server {
     ])
 }
 
-/// A scratch directory for a proxy's configuration.
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("upcase-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 #[ignore = "needs nginx with the stream module (Debian nginx, libnginx-mod-stream); .ci/run installs them"]
 fn behind_nginx_with_proxy_protocol_each_client_counts_as_itself() {
     let server = start_behind_proxy();
     let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let dir = scratch("nginx-pp");
     let config = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\n\
-         error_log {dir}/error.log warn;\n\
-         load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-         events {{ worker_connections 64; }}\n\
-         stream {{ server {{ listen {front}; proxy_pass {upstream}; proxy_protocol on; }} }}\n",
-        dir = dir.display(),
+        "stream {{ server {{ listen {front}; proxy_pass {upstream}; proxy_protocol on; }} }}\n",
         upstream = server.tcp4(),
     );
-    std::fs::write(dir.join("nginx.conf"), config).unwrap();
-    let nginx = KillOnDrop(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let nginx = balancer::nginx("nginx-pp", 1, &config);
     assert_each_client_counts_as_itself(front);
     drop(nginx);
     let (status, stderr) = server.stop();
@@ -210,7 +183,6 @@ fn behind_nginx_with_proxy_protocol_each_client_counts_as_itself() {
     assert_eq!(counter(&stderr, "tcp_refused_per_source"), 1, "{stderr}");
     assert_eq!(counter(&stderr, "tcp_refused_denied"), 1, "{stderr}");
     assert_eq!(counter(&stderr, "tcp_proxy_header_errors"), 0, "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -218,24 +190,13 @@ fn behind_nginx_with_proxy_protocol_each_client_counts_as_itself() {
 fn behind_haproxy_with_proxy_protocol_v2_each_client_counts_as_itself() {
     let server = start_behind_proxy();
     let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let dir = scratch("haproxy-pp");
     let config = format!(
         "global\n  maxconn 64\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
          frontend front\n  bind {front}\n  default_backend upcase\n\
          backend upcase\n  server one {upstream} send-proxy-v2\n",
         upstream = server.tcp4(),
     );
-    std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
-    let haproxy = KillOnDrop(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(dir.join("haproxy.cfg"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let haproxy = balancer::haproxy("haproxy-pp", &config);
     assert_each_client_counts_as_itself(front);
     drop(haproxy);
     let (status, stderr) = server.stop();
@@ -243,5 +204,4 @@ fn behind_haproxy_with_proxy_protocol_v2_each_client_counts_as_itself() {
     assert_eq!(counter(&stderr, "tcp_refused_per_source"), 1, "{stderr}");
     assert_eq!(counter(&stderr, "tcp_refused_denied"), 1, "{stderr}");
     assert_eq!(counter(&stderr, "tcp_proxy_header_errors"), 0, "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,6 +2,7 @@
 //! back its addresses; runs the binary and python3 peers with bounded waits.
 #![allow(dead_code)] // Each test crate uses a different part of this module.
 
+pub mod balancer;
 pub mod proxy;
 pub mod text;
 
