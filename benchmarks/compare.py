@@ -129,6 +129,14 @@ COMPARISONS = [
         ("upcase", "blocking-256k", ("rate", ">=", 0.9)),
         ("upcase", "tokio", ("rate", ">=", 4.0)),
     ]),
+    # Short lines back to back, as `cat bigfile | upcase client` sends them:
+    # 256 lines of 64 bytes in flight on each connection.
+    ("stream-1x64B", "--tcp -c 1 --pipeline 256 --size 64", [
+        ("upcase", "blocking-256k", ("rate", ">=", 1.0)),
+    ]),
+    ("stream-4x64B", "--tcp -c 4 --pipeline 256 --size 64", [
+        ("upcase", "blocking-256k", ("rate", ">=", 1.0)),
+    ]),
     ("oneshot", "--tcp --mode oneshot -c 2 --size 64", [
         ("upcase", "floor", ("cpu", "<=", 1.05)),
         ("upcase", "tokio", ("rate", ">=", 1.2)),
