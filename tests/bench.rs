@@ -393,3 +393,192 @@ fn oneshot_reports_connect_time_apart_and_spreads_its_sources() {
     assert_eq!(sources.len(), 20, "{sources:?}");
     assert!(!sources.contains("127.0.0.1"), "{sources:?}");
 }
+
+/// `upcase bench merge --json` over `logs`.
+fn merge(logs: &[&std::path::Path]) -> Value {
+    let mut command = upcase();
+    command.args(["bench", "merge", "--json"]).args(logs);
+    let out = run_with_input(command, b"");
+    common::assert_success(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn scratch_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("upcase-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn interval_logs_and_the_json_stream_add_up_to_the_report() {
+    let server = Server::start(&["--udp", "--listen", "127.0.0.1"]);
+    let log = scratch_file("stream.hlog");
+    let mut command = upcase();
+    command.args([
+        "bench",
+        "127.0.0.1",
+        "--udp",
+        "-p",
+        &server.port().to_string(),
+    ]);
+    command.args([
+        "-d",
+        "1s",
+        "--interval",
+        "0.2",
+        "--json-stream",
+        "--hdr-log",
+    ]);
+    command.arg(&log);
+    let out = run_with_input(command, b"");
+    common::assert_success(&out);
+    // Every line parses; the intervals, then the final report.
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (last, intervals) = lines.split_last().unwrap();
+    assert!(intervals.len() >= 4, "{lines:?}");
+    assert!(intervals.iter().all(|l| l["interval"] == true));
+    let sum = |key: &str| {
+        intervals
+            .iter()
+            .map(|l| l[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let c = counts(last);
+    assert_eq!(sum("received"), c["received"], "{last}");
+    assert_eq!(sum("sent"), c["sent"], "{last}");
+    assert_eq!(sum("failures"), c["lost"] + c["failed"], "{last}");
+    // The log's count is the report's, and so are its percentiles.
+    let merged = merge(&[&log]);
+    assert_eq!(merged["count"], c["received"], "{merged}");
+    assert_eq!(merged["latency"]["p99_ms"], last["latency"]["p99_ms"]);
+    assert_eq!(merged["latency"]["max_ms"], last["latency"]["max_ms"]);
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn two_load_generators_started_together_merge_exactly() {
+    let server = Server::start(&["--udp", "--listen", "127.0.0.1"]);
+    let port = server.port().to_string();
+    let at = std::time::SystemTime::now() + std::time::Duration::from_millis(1500);
+    let at = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let logs = [scratch_file("one.hlog"), scratch_file("two.hlog")];
+    let runs: Vec<_> = logs
+        .iter()
+        .map(|log| {
+            let mut command = upcase();
+            command.args([
+                "bench",
+                "127.0.0.1",
+                "--udp",
+                "-p",
+                &port,
+                "-d",
+                "1s",
+                "--json",
+            ]);
+            command
+                .args(["--start-at", &format!("{at:.3}"), "--hdr-log"])
+                .arg(log);
+            command
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let received: u64 = runs
+        .into_iter()
+        .map(|child| {
+            let out = common::wait_output(child);
+            common::assert_success(&out);
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            counts(&report)["received"]
+        })
+        .sum();
+    let merged = merge(&[&logs[0], &logs[1]]);
+    assert_eq!(merged["count"], received, "{merged}");
+    // Both started at the time asked, within tens of milliseconds.
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        let start: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#[StartTime: "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((start - at).abs() < 0.05, "started at {start}, asked {at}");
+        let _ = std::fs::remove_file(log);
+    }
+}
+
+#[test]
+fn merge_refuses_a_file_that_is_no_log_with_its_line() {
+    let bad = scratch_file("bad.hlog");
+    std::fs::write(
+        &bad,
+        "#[StartTime: 1.000 (seconds since epoch)]\nnot a log line\n",
+    )
+    .unwrap();
+    let mut command = upcase();
+    command.args(["bench", "merge"]).arg(&bad);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "upcase: {}, line 2: not an interval log line\n",
+            bad.display()
+        )
+    );
+    let _ = std::fs::remove_file(&bad);
+}
+
+#[test]
+#[ignore = "needs the hdrhistogram package from PyPI; .ci/run installs it"]
+fn an_independent_reader_agrees_with_our_logs() {
+    let server = Server::start(&["--udp", "--listen", "127.0.0.1"]);
+    let log = scratch_file("python.hlog");
+    let mut command = upcase();
+    command.args([
+        "bench",
+        "127.0.0.1",
+        "--udp",
+        "-p",
+        &server.port().to_string(),
+    ]);
+    command
+        .args(["-d", "1s", "--interval", "0.25", "--hdr-log"])
+        .arg(&log);
+    common::assert_success(&run_with_input(command, b""));
+    let ours = merge(&[&log]);
+    let out = run_with_input(
+        common::python("hlog_check.py", &[log.to_str().unwrap()]),
+        b"",
+    );
+    common::assert_success(&out);
+    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(theirs["count"], ours["count"], "{theirs} {ours}");
+    assert!(theirs["intervals"].as_u64().unwrap() >= 4, "{theirs}");
+    let ms = |v: &Value| v.as_f64().unwrap();
+    for (their_key, our_key) in [
+        ("p50", "p50_ms"),
+        ("p90", "p90_ms"),
+        ("p99", "p99_ms"),
+        ("max", "max_ms"),
+    ] {
+        // Nanoseconds there, milliseconds here: the same bucket values.
+        assert_eq!(
+            (ms(&theirs[their_key]) / 1e3).round(),
+            (ms(&ours["latency"][our_key]) * 1e3).round(),
+            "{their_key}: {theirs} {ours}"
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+}

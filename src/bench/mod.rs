@@ -14,6 +14,7 @@
 //!   due requests in one write and parses every reply a read brought.
 //! - **Timing**: see [`pace`]. Latency counts from the intended send time.
 
+pub mod hlog;
 mod inflight;
 pub mod pace;
 pub mod payload;
@@ -29,12 +30,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
 pub use inflight::{InFlight, Request};
 pub use pace::{Next, Pacer};
 pub use payload::{Expect, Payloads};
-pub use report::{Load, Results, Tally};
+pub use report::{Live, Load, Results, Tally};
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
 pub const BATCH: usize = 32;
@@ -150,9 +152,20 @@ struct Run {
     send_until: Option<Instant>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
+    /// One per thread when the run reports per interval; else empty.
+    live: Vec<Arc<Live>>,
 }
 
 impl Run {
+    /// A tally for connection `index`, recording live into its thread's
+    /// [`Live`] when the run reports per interval.
+    fn tally(&self, index: usize) -> Tally {
+        Tally {
+            live: self.live.get(index % self.config.threads).cloned(),
+            ..Tally::default()
+        }
+    }
+
     /// Connection `index`'s schedule: its share of the count and of the
     /// rate, its start spread across the first interval.
     fn pacer(&self, index: usize) -> Pacer {
@@ -253,6 +266,12 @@ pub struct Running {
 
 /// Starts the load on `config.threads` threads.
 pub fn start(config: Config) -> io::Result<Running> {
+    start_with(config, false)
+}
+
+/// Starts the load; with `intervals`, what each interval recorded can be
+/// taken as it goes ([`Running::interval`]).
+pub fn start_with(config: Config, intervals: bool) -> io::Result<Running> {
     config.validate().map_err(io::Error::other)?;
     if config.transport == Transport::TcpOneshot
         && let Some(rate) = config.rate
@@ -283,6 +302,11 @@ pub fn start(config: Config) -> io::Result<Running> {
         send_until,
         progress: Arc::default(),
         cancel: CancellationToken::new(),
+        live: if intervals {
+            (0..config.threads).map(|_| Arc::default()).collect()
+        } else {
+            Vec::new()
+        },
         config,
     });
     let mut threads = Vec::new();
@@ -359,8 +383,22 @@ impl Running {
         self.threads.iter().all(JoinHandle::is_finished)
     }
 
+    /// What was recorded since the last call (with [`start_with`]'s
+    /// `intervals`): the latency of the measured replies, into `latency`,
+    /// and the count of measured requests settled without a reply.
+    pub fn interval(&self, latency: &mut Histogram<u64>) -> u64 {
+        self.run.live.iter().map(|live| live.take(latency)).sum()
+    }
+
     /// Waits for every connection and merges what they counted.
     pub fn finish(self) -> Results {
+        self.finish_live(&mut Histogram::new(3).expect("3 significant digits is valid"))
+            .0
+    }
+
+    /// As [`finish`](Self::finish), and once every connection has ended,
+    /// takes the last interval as [`interval`](Self::interval) does.
+    pub fn finish_live(self, latency: &mut Histogram<u64>) -> (Results, u64) {
         let mut total = Tally::default();
         for handle in self.threads {
             match handle.join() {
@@ -368,6 +406,7 @@ impl Running {
                 Err(_) => total.error("panic"),
             }
         }
+        let failed = self.run.live.iter().map(|live| live.take(latency)).sum();
         let end = self
             .run
             .send_until
@@ -383,7 +422,7 @@ impl Running {
                 sources: tcp::oneshot_sources(self.run.config.target),
             },
         });
-        results
+        (results, failed)
     }
 }
 
@@ -445,6 +484,7 @@ mod tests {
             send_until: None,
             progress: Arc::default(),
             cancel: CancellationToken::new(),
+            live: Vec::new(),
             config,
         }
     }

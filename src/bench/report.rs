@@ -50,6 +50,37 @@ impl Counts {
     }
 }
 
+/// What a run's connections record as it goes, for reports per interval
+/// (`--hdr-log`, `--json-stream`): one per bench thread, locked per reply
+/// by that thread's connections alone and once an interval by the reader.
+#[derive(Debug)]
+pub struct Live {
+    latency: std::sync::Mutex<Histogram<u64>>,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            latency: std::sync::Mutex::new(
+                Histogram::new(3).expect("3 significant digits is valid"),
+            ),
+            failed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Live {
+    /// Adds what was recorded since the last call to `latency`, and
+    /// returns the requests settled without a reply since then.
+    pub fn take(&self, latency: &mut Histogram<u64>) -> u64 {
+        let mut recorded = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = latency.add(&*recorded);
+        recorded.reset();
+        self.failed.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// What one connection (or, merged, a whole run) counted.
 #[derive(Clone, Debug)]
 pub struct Tally {
@@ -67,6 +98,9 @@ pub struct Tally {
     pub connect: Histogram<u64>,
     /// When the last measured request was settled (answered, lost, failed).
     pub last_settled: Option<Instant>,
+    /// Where replies and failures are also recorded as they come, when the
+    /// run reports per interval.
+    pub live: Option<std::sync::Arc<Live>>,
 }
 
 impl Default for Tally {
@@ -77,6 +111,7 @@ impl Default for Tally {
             latency: Histogram::new(3).expect("3 significant digits is valid"),
             connect: Histogram::new(3).expect("3 significant digits is valid"),
             last_settled: None,
+            live: None,
         }
     }
 }
@@ -93,6 +128,10 @@ impl Tally {
         self.counts.mismatched += u64::from(!correct);
         self.counts.bytes_received += bytes as u64;
         crate::stats::record_nanos(&mut self.latency, latency);
+        if let Some(live) = &self.live {
+            let mut h = live.latency.lock().unwrap_or_else(|e| e.into_inner());
+            crate::stats::record_nanos(&mut h, latency);
+        }
         self.last_settled = Some(now);
     }
 
@@ -100,6 +139,10 @@ impl Tally {
     pub fn settled(&mut self, n: u64, now: Instant) {
         if n > 0 {
             self.last_settled = Some(now);
+            if let Some(live) = &self.live {
+                live.failed
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
@@ -181,7 +224,7 @@ pub struct Results {
 /// evenly spaced in log10(1 / (1 - q)): 0 is the minimum, 1 is 90%, 2 is
 /// 99%, ... as HdrHistogram's percentile plots space them. `None` and
 /// nothing when `h` is empty.
-fn summarize(h: &Histogram<u64>) -> (Option<Latency>, Vec<Point>) {
+pub fn summarize(h: &Histogram<u64>) -> (Option<Latency>, Vec<Point>) {
     if h.is_empty() {
         return (None, Vec::new());
     }

@@ -21,7 +21,7 @@ const CONNECT_TRIES: u32 = 5;
 /// pipeline depth in flight, replies taken in order. A connection that
 /// fails or times out is counted and made again.
 pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
-    let mut tally = Tally::default();
+    let mut tally = run.tally(index);
     let mut pacer = run.pacer(index);
     let mut window = InFlight::starting_at(1);
     let size = run.payloads.size();
@@ -250,7 +250,7 @@ async fn connect_from(run: &Run, source: Option<std::net::IpAddr>) -> io::Result
 /// unterminated, read the reply, close, as the textbook TCPClient does.
 /// The connect's time is recorded apart from the request's.
 pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
-    let mut tally = Tally::default();
+    let mut tally = run.tally(index);
     let mut pacer = run.pacer(index);
     let mut seq = 0u64;
     let size = run.payloads.size();

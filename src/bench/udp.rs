@@ -16,7 +16,7 @@ use crate::udp_io::UdpIo;
 /// Drives socket `index` until its pacer is done and every request is
 /// settled, or the run is stopped.
 pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
-    let mut tally = Tally::default();
+    let mut tally = run.tally(index);
     let target = run.config.target;
     // Watched for reading only: sends go straight to the kernel (see
     // `udp_io`). Binding and connecting a UDP socket never block.

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -20,9 +20,11 @@ use upcase::server::DEFAULT_PORT;
 /// Options of `upcase bench`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("transport").required(true).args(["udp", "tcp"])))]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
     /// Server host name or IP address
-    host: String,
+    #[arg(required = true)]
+    host: Option<String>,
     /// Server port
     #[arg(short, long, default_value_t = DEFAULT_PORT)]
     port: u16,
@@ -87,6 +89,41 @@ pub struct Args {
     /// This run's name on the chart and in the JSON
     #[arg(long)]
     label: Option<String>,
+    /// Write each interval's latency histogram to FILE ('-': stdout, and the report to stderr) as an HdrHistogram interval log, which `upcase bench merge` and HdrHistogram's own tools read and merge exactly
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+    /// Print one JSON object per interval as it ends (sent, received, failures, rate, percentiles), then the final report as --json prints it, on one line
+    #[arg(long, conflicts_with = "json")]
+    json_stream: bool,
+    /// The interval of --hdr-log and --json-stream
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::parse_nonzero_duration)]
+    interval: Duration,
+    /// Wait until this time to start: Unix seconds (1764688800) or RFC 3339 (2026-12-02T15:00:00Z), so that bench on several hosts measure the same window
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    start_at: Option<SystemTime>,
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+}
+
+/// `upcase bench merge`.
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Merge HdrHistogram interval logs (bench --hdr-log, or any HdrHistogram writer's) and report over all their samples
+    Merge(super::merge::Args),
+}
+
+/// A `--start-at` value: Unix seconds, or an RFC 3339 time.
+fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    if let Ok(seconds) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map(|d| SystemTime::UNIX_EPOCH + d)
+            .map_err(|_| format!("'{s}' is not a time: Unix seconds must be 0 or more"));
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!(
+            "'{s}' is not a time: {e} (give Unix seconds or RFC 3339, e.g. 2026-12-02T15:00:00Z)"
+        )
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -150,11 +187,14 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Runs the benchmark and reports. Fails (exit 1) if any reply was wrong or
 /// none came.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let address = choose_address(
-        super::resolve(&args.host, args.port)?,
-        args.udp,
-        args.timeout,
-    );
+    if let Some(BenchCommand::Merge(merge)) = args.command {
+        return super::merge::run(merge);
+    }
+    let host = args
+        .host
+        .clone()
+        .expect("clap requires HOST without a subcommand");
+    let address = choose_address(super::resolve(&host, args.port)?, args.udp, args.timeout);
     let transport = match (args.udp, args.mode) {
         (true, _) => Transport::Udp,
         (false, Mode::Persistent) => Transport::TcpPersistent,
@@ -186,17 +226,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let label = args.label.clone().unwrap_or_else(|| heading(&config));
 
+    if let Some(at) = args.start_at {
+        wait_until(at);
+    }
+    // The log to stdout puts the report on stderr.
+    let log_to_stdout = args.hdr_log.as_deref() == Some(std::path::Path::new("-"));
+    let log: Option<Box<dyn std::io::Write>> = match &args.hdr_log {
+        None => None,
+        Some(_) if log_to_stdout => Some(Box::new(super::output::Output::new())),
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ))),
+    };
+    let stream: Option<Box<dyn std::io::Write>> = args
+        .json_stream
+        .then(|| Box::new(super::output::Output::new()) as Box<dyn std::io::Write>);
+    let live = (log.is_some() || stream.is_some()).then_some((log, stream, args.interval));
     let (results, interrupted) = drive(
         config.clone(),
-        !args.json && std::io::stderr().is_terminal(),
+        !args.json && !args.json_stream && std::io::stderr().is_terminal(),
+        live,
     )?;
 
-    let mut out = super::output::Output::new();
-    if args.json {
+    let mut out: Box<dyn std::io::Write> = if log_to_stdout {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(super::output::Output::new())
+    };
+    if args.json || args.json_stream {
         let c = &config;
         let doc = JsonReport {
             label: &label,
-            host: &args.host,
+            host: &host,
             address,
             protocol: if args.udp { "udp" } else { "tcp" },
             mode: (!args.udp).then_some(match args.mode {
@@ -220,7 +282,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             interrupted,
             results: &results,
         };
-        serde_json::to_writer_pretty(&mut out, &doc)?;
+        if args.json_stream {
+            serde_json::to_writer(&mut out, &doc)?;
+        } else {
+            serde_json::to_writer_pretty(&mut out, &doc)?;
+        }
         writeln!(out)?;
     } else {
         writeln!(out, "upcase bench: {}", heading(&config))?;
@@ -273,15 +339,45 @@ fn read_earlier(path: &PathBuf) -> anyhow::Result<EarlierRun> {
     })
 }
 
+/// Sleeps until `at` (at once if it has passed).
+fn wait_until(at: SystemTime) {
+    if let Ok(wait) = at.duration_since(SystemTime::now()) {
+        tracing::info!(
+            "waiting {} for --start-at",
+            humantime::format_duration(wait)
+        );
+        std::thread::sleep(wait);
+    }
+}
+
+/// An interval log and a JSON stream (either may be absent), and the
+/// interval.
+type Live = (
+    Option<Box<dyn std::io::Write>>,
+    Option<Box<dyn std::io::Write>>,
+    Duration,
+);
+
 /// Runs the load to its end or to Ctrl-C, drawing a progress line on
-/// stderr if `progress`. Returns the results and whether it was cut short.
-fn drive(config: Config, progress: bool) -> anyhow::Result<(Results, bool)> {
+/// stderr if `progress`, and reporting each interval to `live`'s outputs.
+/// Returns the results and whether it was cut short.
+fn drive(config: Config, progress: bool, live: Option<Live>) -> anyhow::Result<(Results, bool)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let running = bench::start(config).context("starting the load")?;
-    let interrupted = runtime.block_on(async {
+    let running = bench::start_with(config, live.is_some()).context("starting the load")?;
+    // The actual start: the log's StartTime and first interval.
+    let started = SystemTime::now();
+    let (mut intervals, every) = match live {
+        Some((log, stream, every)) => (
+            Some(super::intervals::Intervals::new(log, stream, started)?),
+            every,
+        ),
+        None => (None, Duration::MAX),
+    };
+    let mut next_interval = tokio::time::Instant::now() + every.min(Duration::from_secs(86_400));
+    let interrupted: anyhow::Result<bool> = runtime.block_on(async {
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let mut poll = tokio::time::interval(Duration::from_millis(50));
@@ -291,12 +387,19 @@ fn drive(config: Config, progress: bool) -> anyhow::Result<(Results, bool)> {
             tokio::select! {
                 _ = &mut ctrl_c => {
                     running.stop();
-                    return true;
+                    return Ok(true);
                 }
                 _ = poll.tick() => {}
             }
             if running.is_finished() {
-                return false;
+                return Ok(false);
+            }
+            if let Some(intervals) = &mut intervals
+                && tokio::time::Instant::now() >= next_interval
+            {
+                next_interval += every;
+                let failures = running.interval(intervals.latency());
+                intervals.end(SystemTime::now(), failures, running.progress())?;
             }
             if progress && last_shown.elapsed() >= Duration::from_secs(1) {
                 let (sent, received) = running.progress();
@@ -310,10 +413,18 @@ fn drive(config: Config, progress: bool) -> anyhow::Result<(Results, bool)> {
             }
         }
     });
+    let interrupted = interrupted?;
     if progress {
         eprint!("\r\x1b[K");
     }
-    Ok((running.finish(), interrupted))
+    let Some(mut intervals) = intervals else {
+        return Ok((running.finish(), interrupted));
+    };
+    // The last interval, once every connection has ended.
+    let progress_at_end = running.progress();
+    let (results, failures) = running.finish_live(intervals.latency());
+    intervals.end(SystemTime::now(), failures, progress_at_end)?;
+    Ok((results, interrupted))
 }
 
 /// `udp 127.0.0.1:12000, 4 connections x 16 in flight, 64-byte requests,

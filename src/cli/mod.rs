@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod client;
+pub mod intervals;
+pub mod merge;
 pub mod output;
 pub mod ping;
 pub mod server;

@@ -1,0 +1,186 @@
+//! `upcase bench merge FILE...`: reads HdrHistogram interval logs (bench
+//! --hdr-log, or any HdrHistogram writer's), adds every interval of every
+//! file into one histogram, and reports over all the samples: the
+//! percentiles of the sum, never an average of percentiles.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use upcase::bench::hlog;
+use upcase::bench::plot::{self, Series};
+use upcase::bench::report::{Latency, Point, summarize};
+
+/// The largest log read: a day of one-second intervals of a busy run is
+/// a few tens of MiB.
+const MAX_LOG_BYTES: u64 = 1 << 30;
+
+/// Options of `upcase bench merge`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interval logs to merge
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Only intervals with this tag (bench writes "latency"); untagged ones count as "latency"
+    #[arg(long, default_value = hlog::LATENCY_TAG)]
+    tag: String,
+    /// Print the report as one JSON document
+    #[arg(long)]
+    json: bool,
+    /// Write a latency-by-percentile chart of the merged samples to this SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// One input's part of the merge.
+#[derive(Serialize)]
+struct Input {
+    file: String,
+    intervals: usize,
+    count: u64,
+    share: f64,
+    start_unix_s: Option<f64>,
+    end_unix_s: Option<f64>,
+}
+
+/// The merged report.
+#[derive(Serialize)]
+struct Report {
+    count: u64,
+    start_unix_s: Option<f64>,
+    end_unix_s: Option<f64>,
+    seconds: f64,
+    messages_per_second: f64,
+    latency: Option<Latency>,
+    distribution: Vec<Point>,
+    inputs: Vec<Input>,
+}
+
+/// Merges and reports.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut total = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    let mut inputs = Vec::new();
+    for path in &args.files {
+        let shown = path.display().to_string();
+        let mut text = Vec::new();
+        use std::io::Read as _;
+        std::fs::File::open(path)
+            .with_context(|| format!("cannot read {shown}"))?
+            .take(MAX_LOG_BYTES)
+            .read_to_end(&mut text)
+            .with_context(|| format!("cannot read {shown}"))?;
+        let intervals =
+            hlog::read(&text).map_err(|e| super::UsageError(format!("{shown}, {e}")))?;
+        let mut input = Input {
+            file: shown,
+            intervals: 0,
+            count: 0,
+            share: 0.0,
+            start_unix_s: None,
+            end_unix_s: None,
+        };
+        for interval in intervals
+            .iter()
+            .filter(|i| i.tag.as_deref().unwrap_or(hlog::LATENCY_TAG) == args.tag)
+        {
+            total
+                .add(&interval.histogram)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            input.intervals += 1;
+            input.count += interval.histogram.len();
+            let end = interval.start + interval.length;
+            input.start_unix_s = Some(
+                input
+                    .start_unix_s
+                    .map_or(interval.start, |s| s.min(interval.start)),
+            );
+            input.end_unix_s = Some(input.end_unix_s.map_or(end, |e| e.max(end)));
+        }
+        inputs.push(input);
+    }
+    let count = total.len();
+    for input in &mut inputs {
+        input.share = if count > 0 {
+            input.count as f64 / count as f64
+        } else {
+            0.0
+        };
+    }
+    let start = inputs
+        .iter()
+        .filter_map(|i| i.start_unix_s)
+        .reduce(f64::min);
+    let end = inputs.iter().filter_map(|i| i.end_unix_s).reduce(f64::max);
+    let seconds = match (start, end) {
+        (Some(s), Some(e)) => e - s,
+        _ => 0.0,
+    };
+    let (latency, distribution) = summarize(&total);
+    let report = Report {
+        count,
+        start_unix_s: start,
+        end_unix_s: end,
+        seconds,
+        messages_per_second: if seconds > 0.0 {
+            count as f64 / seconds
+        } else {
+            0.0
+        },
+        latency,
+        distribution,
+        inputs,
+    };
+    let mut out = super::output::Output::new();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write_text(&mut out, &report)?;
+    }
+    out.flush()?;
+    if let Some(path) = &args.plot {
+        let series = [Series {
+            label: format!("{} merged logs", report.inputs.len()),
+            points: &report.distribution,
+        }];
+        let svg = plot::svg(&series).map_err(anyhow::Error::msg)?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if count > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn write_text(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
+    writeln!(out, "upcase bench merge: {} logs", r.inputs.len())?;
+    writeln!(
+        out,
+        "  replies    {} over {:.3} s ({:.0} msg/s)",
+        r.count, r.seconds, r.messages_per_second
+    )?;
+    match &r.latency {
+        Some(l) => writeln!(
+            out,
+            "  latency    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms (mean {:.3} ms)",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p99_9_ms, l.max_ms, l.mean_ms
+        )?,
+        None => writeln!(out, "  latency    no samples")?,
+    }
+    for input in &r.inputs {
+        writeln!(
+            out,
+            "  input      {}: {} replies in {} intervals ({:.1}%)",
+            input.file,
+            input.count,
+            input.intervals,
+            input.share * 100.0
+        )?;
+    }
+    Ok(())
+}
