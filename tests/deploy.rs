@@ -88,7 +88,7 @@ fn the_systemd_units_verify_clean() {
 #[test]
 #[ignore = "needs kubernetes-validate (PyPI) on PATH; .ci/run installs it in a venv"]
 fn the_kubernetes_manifests_validate_against_the_api_schema() {
-    let files: Vec<PathBuf> = ["deployment.yaml", "service.yaml", "pdb.yaml"]
+    let files: Vec<PathBuf> = ["deployment.yaml", "service.yaml", "pdb.yaml", "bench-job.yaml"]
         .iter()
         .map(|f| deploy("kubernetes").join(f))
         .collect();
@@ -103,7 +103,7 @@ fn the_kubernetes_manifests_validate_against_the_api_schema() {
     );
     assert_eq!(
         stdout.matches(" passed for resource ").count(),
-        3,
+        4,
         "{stdout}"
     );
     // The Service exposes port 12000 over both protocols.
