@@ -88,10 +88,15 @@ fn the_systemd_units_verify_clean() {
 #[test]
 #[ignore = "needs kubernetes-validate (PyPI) on PATH; .ci/run installs it in a venv"]
 fn the_kubernetes_manifests_validate_against_the_api_schema() {
-    let files: Vec<PathBuf> = ["deployment.yaml", "service.yaml", "pdb.yaml", "bench-job.yaml"]
-        .iter()
-        .map(|f| deploy("kubernetes").join(f))
-        .collect();
+    let files: Vec<PathBuf> = [
+        "deployment.yaml",
+        "service.yaml",
+        "pdb.yaml",
+        "bench-job.yaml",
+    ]
+    .iter()
+    .map(|f| deploy("kubernetes").join(f))
+    .collect();
     let mut command = Command::new("kubernetes-validate");
     command.arg("--strict").args(&files);
     let out = run_with_input(command, b"");
