@@ -5,10 +5,11 @@
  *
  * One thread, one epoll set, level-triggered. Accept every pending
  * connection (nonblocking accept4); on each readable connection, read up
- * to 256 KiB, upper-case its ASCII letters, write the whole reply (what
- * the socket does not take at once waits for EPOLLOUT, and reading stops
- * meanwhile, as upcase's backpressure does); close after the client
- * closes. No limits, no logs, no UTF-8 (upcase maps non-ASCII letters
+ * to 256 KiB into the one shared buffer, upper-case its ASCII letters in
+ * place, write the whole reply (what the socket does not take at once is
+ * copied aside and waits for EPOLLOUT, and reading stops meanwhile, as
+ * upcase's backpressure does); close after the client closes, without an
+ * EPOLL_CTL_DEL (close does it). A connection costs a 32-byte struct. No limits, no logs, no UTF-8 (upcase maps non-ASCII letters
  * too, which the 64-byte ASCII loads here never contain).
  *
  * usage: floor_server PORT   (prints "listening on tcp 127.0.0.1:PORT")
@@ -27,17 +28,21 @@
 
 #define BUF (256 * 1024)
 
+/* A connection: its descriptor and, only while the socket would not take
+ * a whole reply, what is left of it. */
 struct conn {
     int fd;
-    size_t pending, sent; /* reply bytes in out[] not yet written */
-    char out[BUF];
+    char *out;
+    size_t pending, sent;
 };
 
-static char in[BUF];
+/* One buffer for every connection: read into it, upper-case in place,
+ * write from it. */
+static char buf[BUF];
 
-static void closeconn(int ep, struct conn *c) {
-    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+static void closeconn(struct conn *c) {
+    close(c->fd); /* which also takes it out of the epoll set */
+    free(c->out);
     free(c);
 }
 
@@ -48,6 +53,8 @@ static int flush(struct conn *c) {
         if (n < 0) return errno == EAGAIN ? 0 : -1;
         c->sent += (size_t)n;
     }
+    free(c->out);
+    c->out = NULL;
     c->pending = c->sent = 0;
     return 1;
 }
@@ -81,6 +88,7 @@ int main(int argc, char **argv) {
                 while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
                     c = malloc(sizeof *c);
                     c->fd = fd;
+                    c->out = NULL;
                     c->pending = c->sent = 0;
                     struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
@@ -89,26 +97,35 @@ int main(int argc, char **argv) {
             }
             if (c->pending) { /* EPOLLOUT: finish the reply, then read again */
                 int f = flush(c);
-                if (f < 0) closeconn(ep, c);
+                if (f < 0) closeconn(c);
                 else if (f > 0) {
                     struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
                 }
                 continue;
             }
-            ssize_t got = read(c->fd, in, BUF);
+            ssize_t got = read(c->fd, buf, BUF);
             if (got == 0 || (got < 0 && errno != EAGAIN)) {
-                closeconn(ep, c);
+                closeconn(c);
                 continue;
             }
             if (got < 0) continue;
             for (ssize_t k = 0; k < got; k++) {
-                char b = in[k];
-                c->out[k] = (b >= 'a' && b <= 'z') ? (char)(b - 32) : b;
+                char b = buf[k];
+                buf[k] = (b >= 'a' && b <= 'z') ? (char)(b - 32) : b;
             }
-            c->pending = (size_t)got;
-            int f = flush(c);
-            if (f < 0) closeconn(ep, c);
+            ssize_t n = write(c->fd, buf, (size_t)got);
+            int f = 1;
+            if (n < 0 && errno != EAGAIN) f = -1;
+            else if (n < got) { /* keep the rest until the socket has room */
+                size_t done = n < 0 ? 0 : (size_t)n;
+                c->pending = (size_t)got - done;
+                c->out = malloc(c->pending);
+                memcpy(c->out, buf + done, c->pending);
+                c->sent = 0;
+                f = 0;
+            }
+            if (f < 0) closeconn(c);
             else if (f == 0) {
                 struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
                 epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
