@@ -584,3 +584,40 @@ fn an_independent_reader_agrees_with_our_logs() {
     }
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn a_oneshot_log_has_the_connect_times_as_a_series_of_their_own() {
+    let server = Server::start(&["--tcp", "--listen", "127.0.0.1"]);
+    let log = scratch_file("oneshot.hlog");
+    let mut command = upcase();
+    command.args([
+        "bench",
+        "127.0.0.1",
+        "--tcp",
+        "--mode",
+        "oneshot",
+        "-n",
+        "40",
+        "--json",
+    ]);
+    command
+        .args(["-p", &server.port().to_string(), "--hdr-log"])
+        .arg(&log);
+    let out = run_with_input(command, b"");
+    common::assert_success(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut connect = upcase();
+    connect
+        .args(["bench", "merge", "--json", "--tag", "connect"])
+        .arg(&log);
+    let out = run_with_input(connect, b"");
+    common::assert_success(&out);
+    let merged: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged["count"], 40, "{merged}");
+    assert_eq!(
+        merged["latency"]["max_ms"], report["connect"]["max_ms"],
+        "{merged} {report}"
+    );
+    assert_eq!(merge(&[&log])["count"], 40);
+    let _ = std::fs::remove_file(&log);
+}

@@ -19,6 +19,9 @@ use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 /// The tag of the request-latency series.
 pub const LATENCY_TAG: &str = "latency";
 
+/// The tag of the connect-time series (one-shot runs).
+pub const CONNECT_TAG: &str = "connect";
+
 /// Writes an interval log: headers first, then one histogram per call.
 pub struct LogWriter<W: Write> {
     out: W,

@@ -30,13 +30,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
 pub use inflight::{InFlight, Request};
 pub use pace::{Next, Pacer};
 pub use payload::{Expect, Payloads};
-pub use report::{Live, Load, Results, Tally};
+pub use report::{IntervalHistograms, Live, Load, Results, Tally};
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
 pub const BATCH: usize = 32;
@@ -384,21 +383,21 @@ impl Running {
     }
 
     /// What was recorded since the last call (with [`start_with`]'s
-    /// `intervals`): the latency of the measured replies, into `latency`,
-    /// and the count of measured requests settled without a reply.
-    pub fn interval(&self, latency: &mut Histogram<u64>) -> u64 {
-        self.run.live.iter().map(|live| live.take(latency)).sum()
+    /// `intervals`): the latency of the measured replies and the connect
+    /// times, into `into`, and the count of measured requests settled
+    /// without a reply.
+    pub fn interval(&self, into: &mut IntervalHistograms) -> u64 {
+        self.run.live.iter().map(|live| live.take(into)).sum()
     }
 
     /// Waits for every connection and merges what they counted.
     pub fn finish(self) -> Results {
-        self.finish_live(&mut Histogram::new(3).expect("3 significant digits is valid"))
-            .0
+        self.finish_live(&mut IntervalHistograms::default()).0
     }
 
     /// As [`finish`](Self::finish), and once every connection has ended,
     /// takes the last interval as [`interval`](Self::interval) does.
-    pub fn finish_live(self, latency: &mut Histogram<u64>) -> (Results, u64) {
+    pub fn finish_live(self, into: &mut IntervalHistograms) -> (Results, u64) {
         let mut total = Tally::default();
         for handle in self.threads {
             match handle.join() {
@@ -406,7 +405,7 @@ impl Running {
                 Err(_) => total.error("panic"),
             }
         }
-        let failed = self.run.live.iter().map(|live| live.take(latency)).sum();
+        let failed = self.run.live.iter().map(|live| live.take(into)).sum();
         let end = self
             .run
             .send_until

@@ -56,7 +56,35 @@ impl Counts {
 #[derive(Debug)]
 pub struct Live {
     latency: std::sync::Mutex<Histogram<u64>>,
+    /// One-shot: each connect's time, as [`Tally::connect`].
+    connect: std::sync::Mutex<Histogram<u64>>,
     failed: std::sync::atomic::AtomicU64,
+}
+
+/// What one interval recorded: see [`Live::take`].
+#[derive(Debug)]
+pub struct IntervalHistograms {
+    /// Latency of the measured replies.
+    pub latency: Histogram<u64>,
+    /// One-shot: connect times (empty otherwise).
+    pub connect: Histogram<u64>,
+}
+
+impl Default for IntervalHistograms {
+    fn default() -> Self {
+        IntervalHistograms {
+            latency: Histogram::new(3).expect("3 significant digits is valid"),
+            connect: Histogram::new(3).expect("3 significant digits is valid"),
+        }
+    }
+}
+
+impl IntervalHistograms {
+    /// Empties both, keeping their memory.
+    pub fn reset(&mut self) {
+        self.latency.reset();
+        self.connect.reset();
+    }
 }
 
 impl Default for Live {
@@ -65,18 +93,26 @@ impl Default for Live {
             latency: std::sync::Mutex::new(
                 Histogram::new(3).expect("3 significant digits is valid"),
             ),
+            connect: std::sync::Mutex::new(
+                Histogram::new(3).expect("3 significant digits is valid"),
+            ),
             failed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
 
 impl Live {
-    /// Adds what was recorded since the last call to `latency`, and
-    /// returns the requests settled without a reply since then.
-    pub fn take(&self, latency: &mut Histogram<u64>) -> u64 {
-        let mut recorded = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = latency.add(&*recorded);
-        recorded.reset();
+    /// Adds what was recorded since the last call to `into`, and returns
+    /// the requests settled without a reply since then.
+    pub fn take(&self, into: &mut IntervalHistograms) -> u64 {
+        for (from, to) in [
+            (&self.latency, &mut into.latency),
+            (&self.connect, &mut into.connect),
+        ] {
+            let mut recorded = from.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = to.add(&*recorded);
+            recorded.reset();
+        }
         self.failed.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 }
@@ -133,6 +169,15 @@ impl Tally {
             crate::stats::record_nanos(&mut h, latency);
         }
         self.last_settled = Some(now);
+    }
+
+    /// Records a measured one-shot request's connect time.
+    pub fn connected(&mut self, took: Duration) {
+        crate::stats::record_nanos(&mut self.connect, took);
+        if let Some(live) = &self.live {
+            let mut h = live.connect.lock().unwrap_or_else(|e| e.into_inner());
+            crate::stats::record_nanos(&mut h, took);
+        }
     }
 
     /// Records `n` measured requests settled without a reply at `now`.

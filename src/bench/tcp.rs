@@ -301,7 +301,7 @@ pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
                     // The wait before connecting (behind schedule, in an
                     // open loop) stays the request's; the connect is apart.
                     tally.reply((now - intended).saturating_sub(connecting), n, right, now);
-                    crate::stats::record_nanos(&mut tally.connect, connecting);
+                    tally.connected(connecting);
                 }
             }
             Ok(Err(e)) => {

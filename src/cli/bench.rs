@@ -398,7 +398,7 @@ fn drive(config: Config, progress: bool, live: Option<Live>) -> anyhow::Result<(
                 && tokio::time::Instant::now() >= next_interval
             {
                 next_interval += every;
-                let failures = running.interval(intervals.latency());
+                let failures = running.interval(intervals.histograms());
                 intervals.end(SystemTime::now(), failures, running.progress())?;
             }
             if progress && last_shown.elapsed() >= Duration::from_secs(1) {
@@ -422,7 +422,7 @@ fn drive(config: Config, progress: bool, live: Option<Live>) -> anyhow::Result<(
     };
     // The last interval, once every connection has ended.
     let progress_at_end = running.progress();
-    let (results, failures) = running.finish_live(intervals.latency());
+    let (results, failures) = running.finish_live(intervals.histograms());
     intervals.end(SystemTime::now(), failures, progress_at_end)?;
     Ok((results, interrupted))
 }

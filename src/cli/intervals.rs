@@ -5,10 +5,10 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use upcase::bench::hlog::{LATENCY_TAG, LogWriter};
+use upcase::bench::IntervalHistograms;
+use upcase::bench::hlog::{CONNECT_TAG, LATENCY_TAG, LogWriter};
 use upcase::bench::report::Latency;
 
 /// Where each interval goes.
@@ -20,8 +20,8 @@ pub struct Intervals {
     /// The progress counters when it began.
     sent: u64,
     received: u64,
-    /// This interval's latency, reused.
-    latency: Histogram<u64>,
+    /// This interval's histograms, reused.
+    histograms: IntervalHistograms,
 }
 
 /// One `--json-stream` line.
@@ -54,17 +54,17 @@ impl Intervals {
             from: start,
             sent: 0,
             received: 0,
-            latency: Histogram::new(3).expect("3 significant digits is valid"),
+            histograms: IntervalHistograms::default(),
         })
     }
 
-    /// The latency histogram to fill with the interval ending now.
-    pub fn latency(&mut self) -> &mut Histogram<u64> {
-        &mut self.latency
+    /// The histograms to fill with the interval ending now.
+    pub fn histograms(&mut self) -> &mut IntervalHistograms {
+        &mut self.histograms
     }
 
-    /// Writes the interval ending at `now`, whose latency is in
-    /// [`latency`](Self::latency), with `failures` settled without a
+    /// Writes the interval ending at `now`, whose samples are in
+    /// [`histograms`](Self::histograms), with `failures` settled without a
     /// reply, and the progress counters at its end.
     pub fn end(
         &mut self,
@@ -74,7 +74,11 @@ impl Intervals {
     ) -> anyhow::Result<()> {
         let length = now.duration_since(self.from).unwrap_or(Duration::ZERO);
         if let Some(log) = &mut self.log {
-            log.write(&self.latency, self.from, length, LATENCY_TAG)?;
+            log.write(&self.histograms.latency, self.from, length, LATENCY_TAG)?;
+            // One-shot runs: the connect times as a series of their own.
+            if !self.histograms.connect.is_empty() {
+                log.write(&self.histograms.connect, self.from, length, CONNECT_TAG)?;
+            }
         }
         if let Some(out) = &mut self.stream {
             let seconds = length.as_secs_f64();
@@ -94,13 +98,13 @@ impl Intervals {
                 } else {
                     0.0
                 },
-                latency: upcase::bench::report::summarize(&self.latency).0,
+                latency: upcase::bench::report::summarize(&self.histograms.latency).0,
             };
             serde_json::to_writer(&mut *out, &line)?;
             writeln!(out)?;
             out.flush()?;
         }
-        self.latency.reset();
+        self.histograms.reset();
         self.from = now;
         (self.sent, self.received) = (sent, received);
         Ok(())
