@@ -621,3 +621,17 @@ fn a_oneshot_log_has_the_connect_times_as_a_series_of_their_own() {
     assert_eq!(merge(&[&log])["count"], 40);
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn a_start_more_than_a_day_away_is_refused() {
+    let mut command = upcase();
+    command.args(["bench", "127.0.0.1", "--udp", "-n", "1"]);
+    command.args(["--start-at", "2100-01-01T00:00:00Z"]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("'2100-01-01T00:00:00Z' is more than a day away"),
+        "{stderr}"
+    );
+}

@@ -112,18 +112,28 @@ enum BenchCommand {
     Merge(super::merge::Args),
 }
 
-/// A `--start-at` value: Unix seconds, or an RFC 3339 time.
+/// The furthest ahead `--start-at` may be: a typo (a wrong year) must not
+/// leave bench waiting silently for months.
+const MAX_START_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A `--start-at` value: Unix seconds, or an RFC 3339 time, at most a day
+/// ahead (a time past means at once).
 fn parse_start_at(s: &str) -> Result<SystemTime, String> {
-    if let Ok(seconds) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds)
+    let at = match s.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds)
             .map(|d| SystemTime::UNIX_EPOCH + d)
-            .map_err(|_| format!("'{s}' is not a time: Unix seconds must be 0 or more"));
+            .map_err(|_| format!("'{s}' is not a time: Unix seconds must be 0 or more"))?,
+        Err(_) => humantime::parse_rfc3339_weak(s).map_err(|e| {
+            format!("'{s}' is not a time: {e} (give Unix seconds or RFC 3339, e.g. 2026-12-02T15:00:00Z)")
+        })?,
+    };
+    if at
+        .duration_since(SystemTime::now())
+        .is_ok_and(|wait| wait > MAX_START_WAIT)
+    {
+        return Err(format!("'{s}' is more than a day away"));
     }
-    humantime::parse_rfc3339_weak(s).map_err(|e| {
-        format!(
-            "'{s}' is not a time: {e} (give Unix seconds or RFC 3339, e.g. 2026-12-02T15:00:00Z)"
-        )
-    })
+    Ok(at)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -342,9 +352,12 @@ fn read_earlier(path: &PathBuf) -> anyhow::Result<EarlierRun> {
 /// Sleeps until `at` (at once if it has passed).
 fn wait_until(at: SystemTime) {
     if let Ok(wait) = at.duration_since(SystemTime::now()) {
-        tracing::info!(
-            "waiting {} for --start-at",
-            humantime::format_duration(wait)
+        // Said on stderr whatever the log level: a wait is no fault, but
+        // nobody should wonder why nothing happens.
+        let shown = humantime::format_duration(Duration::from_millis(wait.as_millis() as u64));
+        let _ = writeln!(
+            std::io::stderr(),
+            "upcase bench: starting in {shown} (--start-at)"
         );
         std::thread::sleep(wait);
     }
