@@ -594,13 +594,19 @@ impl Connection {
             } else {
                 (armed + idle_timeout, Event::Idle)
             };
-            timer.as_mut().reset(deadline);
             let event = poll_fn(|cx| {
                 if shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(Event::Shutdown));
                 }
                 if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
                     return Poll::Ready(ready.map(|()| Event::Readable));
+                }
+                // Only a connection about to wait needs its deadline in
+                // the timer wheel (resetting a sleep registers it, under
+                // the timer driver's lock): one that is readable at once,
+                // as a one-shot client's usually is, never takes it.
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
                 }
                 timer.as_mut().poll(cx).map(|()| Ok(on_time))
             })
