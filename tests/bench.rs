@@ -403,6 +403,20 @@ fn merge(logs: &[&std::path::Path]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `upcase bench 127.0.0.1 TRANSPORT -p PORT` against `server`, for more
+/// options to be added.
+fn bench_to(server: &Server, transport: &str) -> std::process::Command {
+    let mut command = upcase();
+    command.args([
+        "bench",
+        "127.0.0.1",
+        transport,
+        "-p",
+        &server.port().to_string(),
+    ]);
+    command
+}
+
 fn scratch_file(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("upcase-{}-{name}", std::process::id()))
 }
@@ -411,14 +425,7 @@ fn scratch_file(name: &str) -> std::path::PathBuf {
 fn interval_logs_and_the_json_stream_add_up_to_the_report() {
     let server = Server::start(&["--udp", "--listen", "127.0.0.1"]);
     let log = scratch_file("stream.hlog");
-    let mut command = upcase();
-    command.args([
-        "bench",
-        "127.0.0.1",
-        "--udp",
-        "-p",
-        &server.port().to_string(),
-    ]);
+    let mut command = bench_to(&server, "--udp");
     command.args([
         "-d",
         "1s",
@@ -545,14 +552,7 @@ fn merge_refuses_a_file_that_is_no_log_with_its_line() {
 fn an_independent_reader_agrees_with_our_logs() {
     let server = Server::start(&["--udp", "--listen", "127.0.0.1"]);
     let log = scratch_file("python.hlog");
-    let mut command = upcase();
-    command.args([
-        "bench",
-        "127.0.0.1",
-        "--udp",
-        "-p",
-        &server.port().to_string(),
-    ]);
+    let mut command = bench_to(&server, "--udp");
     command
         .args(["-d", "1s", "--interval", "0.25", "--hdr-log"])
         .arg(&log);
