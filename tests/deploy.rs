@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, balancer, bench, counter, counts, free_port, run_with_input};
+use common::{PATIENCE, balancer, bench, counter, counts, free_port, run_with_input};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -122,21 +122,9 @@ fn the_kubernetes_manifests_validate_against_the_api_schema() {
 fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
     // As the file's comment says to start them: nginx tells them each TCP
     // client's address with the PROXY protocol.
-    let proxied = [
-        "--listen",
-        "127.0.0.1",
-        "--proxy-protocol",
-        "--trusted-proxy",
-        "127.0.0.1/32",
-    ];
-    let servers = [Server::start(&proxied), Server::start(&proxied)];
+    let servers = [balancer::proxied_server(&[]), balancer::proxied_server(&[])];
     let front = free_port();
-    let config = read("nginx/upcase.conf")
-        .replace("127.0.0.1:12001", &servers[0].tcp4().to_string())
-        .replace("127.0.0.1:12002", &servers[1].tcp4().to_string())
-        .replace(":12000", &format!(":{front}"))
-        .replace("listen 12000", &format!("listen {front}"));
-    balancer::assert_ports_replaced(&config);
+    let config = balancer::pointed_at(&read("nginx/upcase.conf"), &servers, front);
     let nginx = balancer::nginx("nginx", 2, &config);
     let front_addr = SocketAddr::from(([127, 0, 0, 1], front));
     // Wait for nginx with one real exchange, which the counts below include.
@@ -202,21 +190,12 @@ fn nginx_spreads_tcp_and_udp_across_two_servers_and_every_reply_is_right() {
 #[test]
 #[ignore = "needs haproxy (Debian package haproxy); .ci/run installs it"]
 fn haproxy_spreads_tcp_across_two_servers_with_the_proxy_protocol() {
-    let proxied = [
-        "--tcp",
-        "--listen",
-        "127.0.0.1",
-        "--proxy-protocol",
-        "--trusted-proxy",
-        "127.0.0.1/32",
+    let servers = [
+        balancer::proxied_server(&["--tcp"]),
+        balancer::proxied_server(&["--tcp"]),
     ];
-    let servers = [Server::start(&proxied), Server::start(&proxied)];
     let front = free_port();
-    let config = read("haproxy/upcase.cfg")
-        .replace("127.0.0.1:12001", &servers[0].tcp4().to_string())
-        .replace("127.0.0.1:12002", &servers[1].tcp4().to_string())
-        .replace(":12000", &format!(":{front}"));
-    balancer::assert_ports_replaced(&config);
+    let config = balancer::pointed_at(&read("haproxy/upcase.cfg"), &servers, front);
     let haproxy = balancer::haproxy("haproxy", &config);
     let front_addr = SocketAddr::from(([127, 0, 0, 1], front));
     let deadline = Instant::now() + PATIENCE;

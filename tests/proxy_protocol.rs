@@ -47,17 +47,11 @@ fn until_closed(stream: &mut TcpStream) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// A server taking headers from 127.0.0.1, TCP only, with `extra`.
 fn proxied_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--tcp",
-        "--listen",
-        "127.0.0.1",
-        "--proxy-protocol",
-        "--trusted-proxy",
-        "127.0.0.1/32",
-    ];
+    let mut args = vec!["--tcp"];
     args.extend_from_slice(extra);
-    Server::start(&args)
+    balancer::proxied_server(&args)
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::PATIENCE;
+use super::{PATIENCE, Server};
 
 /// A running nginx or HAProxy.
 pub struct Balancer {
@@ -94,4 +94,31 @@ pub fn assert_ports_replaced(config: &str) {
         directives.iter().all(|l| !l.contains("1200")),
         "a port left unreplaced: {directives:#?}"
     );
+}
+
+/// `upcase server` on 127.0.0.1 taking PROXY protocol headers from a
+/// balancer on 127.0.0.1, with `extra` options.
+pub fn proxied_server(extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1",
+        "--proxy-protocol",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A shipped configuration (`text`) pointed at the test: its two servers
+/// (127.0.0.1:12001 and :12002) replaced by `servers`, its front port
+/// 12000 by `front`, checked for a port left over.
+pub fn pointed_at(text: &str, servers: &[Server; 2], front: u16) -> String {
+    let config = text
+        .replace("127.0.0.1:12001", &servers[0].tcp4().to_string())
+        .replace("127.0.0.1:12002", &servers[1].tcp4().to_string())
+        .replace(":12000", &format!(":{front}"))
+        .replace("listen 12000", &format!("listen {front}"));
+    assert_ports_replaced(&config);
+    config
 }
