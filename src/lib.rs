@@ -16,6 +16,7 @@
 //! | [`bench`] | the load generator: pacing, in-flight windows, reply checks, reports |
 //! | [`mmsg`] | many datagrams per system call (`recvmmsg`/`sendmmsg`) |
 //! | [`sockperf`] | the reply side of sockperf's ping-pong protocol (`--transform sockperf`) |
+//! | [`tls`] | TLS material (PEM files), client settings, one-line handshake failures |
 //!
 //! The `upcase` binary adds command-line parsing (`src/main.rs`, `src/cli/`).
 
@@ -27,6 +28,7 @@ pub mod protocol;
 pub mod server;
 pub mod sockperf;
 pub mod stats;
+pub mod tls;
 pub mod transform;
 pub mod udp_io;
 

@@ -282,6 +282,13 @@ impl StreamReplier {
     }
 }
 
+/// Newline bytes in `bytes`: the lines a TCP read or write carried. A SIMD
+/// count (`bytecount`): searching newline by newline (`memchr_iter`) took a
+/// tenth of the server's time when streaming short lines.
+pub fn count_lines(bytes: &[u8]) -> u64 {
+    bytecount::count(bytes, b'\n') as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! it listens, and serves until SIGINT or SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -105,6 +106,21 @@ pub struct Args {
     /// Serve the one peer on stdin/stdout (inetd, systemd Accept=yes) instead of listening
     #[arg(long, conflicts_with_all = ["listen", "port", "metrics"])]
     inetd: bool,
+    /// Serve TLS too, with this certificate (PEM, followed by its chain), on --tls-port of every listen address; the plain port keeps serving. SIGHUP reads the certificate and key again
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["udp", "inetd"], help_heading = "TLS")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or RSA)
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    tls_key: Option<PathBuf>,
+    /// Port of the TLS service; 0 picks a free one
+    #[arg(long, value_name = "PORT", default_value_t = upcase::tls::DEFAULT_PORT, help_heading = "TLS")]
+    tls_port: u16,
+    /// Mutual TLS: require a client certificate signed by this CA (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    tls_client_ca: Option<PathBuf>,
+    /// Close a TLS connection whose handshake is not done after this long
+    #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value = "10s", help_heading = "TLS")]
+    tls_handshake_timeout: humantime::Duration,
 }
 
 /// A `--metrics` value: `IP:PORT`, or a port on loopback.
@@ -216,7 +232,26 @@ impl Args {
             drop_rate: self.drop_rate,
             drop_seed: self.seed,
             udp_sockets: 1,
+            tls: None,
         }
+    }
+
+    /// The TLS service asked for, its files read and checked.
+    fn tls(&self) -> anyhow::Result<Option<server::tls::Tls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let files = server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        };
+        let keys = server::tls::Keys::load(files).context("TLS")?;
+        Ok(Some(server::tls::Tls {
+            port: self.tls_port,
+            handshake_timeout: self.tls_handshake_timeout.into(),
+            keys: Arc::new(keys),
+        }))
     }
 }
 
@@ -238,6 +273,7 @@ fn longer_than_zero(s: &str) -> Result<humantime::Duration, String> {
 /// Runs the server until a signal stops it.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = args.config();
+    config.tls = args.tls()?;
     anyhow::ensure!(
         config.max_connections > 0,
         "--max-connections must be at least 1"
@@ -266,11 +302,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.inetd {
         return runtime.block_on(serve_inetd(config));
     }
-    let listeners = match server::activation::inherited()? {
+    let tls_port = config.tls.as_ref().map(|tls| tls.port);
+    let listeners = match server::activation::inherited(tls_port)? {
         Some(listeners) => {
             tracing::info!(
                 tcp = listeners.tcp.len(),
                 udp = listeners.udp.len(),
+                tls = listeners.tls.len(),
                 "using the sockets the service manager passed (--listen and --port ignored)"
             );
             if args.reuseport {
@@ -295,7 +333,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // the server says it is ready must shut it down gracefully.
         let signals = Signals::new().context("installing signal handlers")?;
         let stats = Arc::new(Stats::default());
-        tokio::spawn(signals.watch(shutdown.clone(), Some(stats.clone())));
+        let keys = config.tls.as_ref().map(|tls| tls.keys.clone());
+        tokio::spawn(signals.watch(shutdown.clone(), Some(stats.clone()), keys));
         let mut lines = vec!["The server is ready to receive".to_owned()];
         for (proto, addr) in listeners.local_addrs()? {
             lines.push(format!("listening on {proto} {addr}"));
@@ -347,7 +386,7 @@ fn explain_bind_error(e: server::BindError) -> anyhow::Error {
 async fn serve_inetd(config: Config) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signals = Signals::new().context("installing signal handlers")?;
-    tokio::spawn(signals.watch(shutdown.clone(), None));
+    tokio::spawn(signals.watch(shutdown.clone(), None, None));
     let stats = server::inetd::serve(config, shutdown)
         .await
         .context("serving stdin")?;
@@ -366,8 +405,9 @@ fn notify_service_manager(state: &[NotifyState]) {
 /// The signals the server handles. SIGINT and SIGTERM stop it gracefully
 /// (a second one at once); SIGHUP, SIGUSR1 and SIGUSR2, whose default action
 /// would end the process without a drain (a logrotate-style `kill -HUP`),
-/// are caught: SIGUSR1 logs the counters so far (as `dd` reports progress),
-/// SIGHUP and SIGUSR2 are logged and otherwise ignored.
+/// are caught: SIGHUP reads the TLS certificate and key again (as nginx and
+/// HAProxy reload theirs), SIGUSR1 logs the counters so far (as `dd`
+/// reports progress), SIGUSR2 is logged and otherwise ignored.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
@@ -379,6 +419,7 @@ struct Signals {
 /// What a caught signal asks for.
 enum Ask {
     Stop(&'static str, i32),
+    Reload,
     Report,
     Nothing(&'static str),
 }
@@ -398,17 +439,31 @@ impl Signals {
         tokio::select! {
             _ = self.interrupt.recv() => Ask::Stop("SIGINT", libc::SIGINT),
             _ = self.terminate.recv() => Ask::Stop("SIGTERM", libc::SIGTERM),
-            _ = self.hangup.recv() => Ask::Nothing("SIGHUP"),
+            _ = self.hangup.recv() => Ask::Reload,
             _ = self.user1.recv() => Ask::Report,
             _ = self.user2.recv() => Ask::Nothing("SIGUSR2"),
         }
     }
 
     /// The next SIGINT or SIGTERM, answering the other signals meanwhile.
-    async fn next_stop(&mut self, stats: Option<&Stats>) -> (&'static str, i32) {
+    async fn next_stop(
+        &mut self,
+        stats: Option<&Stats>,
+        keys: Option<&server::tls::Keys>,
+    ) -> (&'static str, i32) {
         loop {
             match self.next().await {
                 Ask::Stop(name, number) => return (name, number),
+                Ask::Reload => match keys.map(|keys| keys.reload()) {
+                    None => tracing::info!("SIGHUP received: nothing to reload; serving on"),
+                    Some(Ok(())) => tracing::info!(
+                        "SIGHUP received: TLS certificate and key read again; new connections use them"
+                    ),
+                    Some(Err(e)) => tracing::warn!(
+                        error = %e,
+                        "SIGHUP received: TLS files not usable; keeping the last good certificate and key"
+                    ),
+                },
                 Ask::Report => match stats {
                     Some(stats) => {
                         log_counters!(info, stats, "SIGUSR1 received: the counters so far")
@@ -426,12 +481,17 @@ impl Signals {
     /// exits at once. The token is cancelled before anything is logged, so
     /// that no trouble with the log can stand between a signal and the
     /// shutdown.
-    async fn watch(mut self, shutdown: CancellationToken, stats: Option<Arc<Stats>>) {
-        let (name, _) = self.next_stop(stats.as_deref()).await;
+    async fn watch(
+        mut self,
+        shutdown: CancellationToken,
+        stats: Option<Arc<Stats>>,
+        keys: Option<Arc<server::tls::Keys>>,
+    ) {
+        let (name, _) = self.next_stop(stats.as_deref(), keys.as_deref()).await;
         shutdown.cancel();
         tracing::info!("{name} received: shutting down gracefully (again to exit at once)");
         notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("draining")]);
-        let (name, number) = self.next_stop(stats.as_deref()).await;
+        let (name, number) = self.next_stop(stats.as_deref(), keys.as_deref()).await;
         tracing::warn!("{name} received again: exiting at once");
         std::process::exit(128 + number);
     }
@@ -478,7 +538,31 @@ macro_rules! log_counters {
             udp_dropped_simulated = n(&s.udp_dropped_simulated),
             log_lines_dropped = super::output::dropped_log_lines(),
             $message
-        )
+        );
+        // tracing takes at most 32 fields an event: TLS's counters go on a
+        // line of their own, when TLS has seen a connection.
+        let tls = [
+            &s.tls_handshakes,
+            &s.tls_failed_timeout,
+            &s.tls_failed_not_tls,
+            &s.tls_failed_client_cert,
+            &s.tls_failed_alert,
+            &s.tls_failed_protocol,
+            &s.tls_failed_io,
+        ];
+        if tls.iter().any(|c| n(c) > 0) {
+            tracing::$level!(
+                tls_handshakes = n(&s.tls_handshakes),
+                tls_failed_timeout = n(&s.tls_failed_timeout),
+                tls_failed_not_tls = n(&s.tls_failed_not_tls),
+                tls_failed_client_cert = n(&s.tls_failed_client_cert),
+                tls_failed_alert = n(&s.tls_failed_alert),
+                tls_failed_protocol = n(&s.tls_failed_protocol),
+                tls_failed_io = n(&s.tls_failed_io),
+                "{}: TLS",
+                $message
+            );
+        }
     }};
 }
 use log_counters;
@@ -495,7 +579,7 @@ mod tests {
     fn every_counter_is_a_field() {
         let source = include_str!("server.rs");
         let start = source.find("macro_rules! log_counters").unwrap();
-        let end = source[start..].find("log_lines_dropped =").unwrap() + start;
+        let end = source[start..].find("\"{}: TLS\"").unwrap() + start;
         let fields = &source[start..end];
         for (name, _) in Stats::default().snapshot() {
             assert!(

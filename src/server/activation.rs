@@ -39,8 +39,9 @@ pub enum ActivationError {
 }
 
 /// The sockets the service manager passed, or `None` when it passed none
-/// (not socket-activated: the server binds its own).
-pub fn inherited() -> Result<Option<Listeners>, ActivationError> {
+/// (not socket-activated: the server binds its own). A listening TCP
+/// socket on `tls_port` (when TLS is on) serves TLS.
+pub fn inherited(tls_port: Option<u16>) -> Result<Option<Listeners>, ActivationError> {
     let fds = sd_notify::listen_fds().map_err(ActivationError::Environment)?;
     if fds.len() == 0 {
         return Ok(None);
@@ -52,11 +53,16 @@ pub fn inherited() -> Result<Option<Listeners>, ActivationError> {
         // and ours; each is taken here exactly once.
         let socket = unsafe { Socket::from_raw_fd(fd) };
         let unusable = |source| ActivationError::Unusable { fd, source };
-        let is_ip = socket.local_addr().map_err(unusable)?.as_socket().is_some();
+        let local = socket.local_addr().map_err(unusable)?.as_socket();
+        let is_ip = local.is_some();
         match socket.r#type().map_err(unusable)? {
             Type::STREAM if is_ip && socket.is_listener().map_err(unusable)? => {
                 socket.set_nonblocking(true).map_err(unusable)?;
-                listeners.tcp.push(socket.into());
+                if local.map(|a| a.port()) == tls_port {
+                    listeners.tls.push(socket.into());
+                } else {
+                    listeners.tcp.push(socket.into());
+                }
             }
             Type::DGRAM if is_ip => {
                 socket.set_nonblocking(true).map_err(unusable)?;

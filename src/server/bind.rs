@@ -16,6 +16,8 @@ pub struct Listeners {
     pub tcp: Vec<TcpListener>,
     /// Bound UDP sockets.
     pub udp: Vec<UdpSocket>,
+    /// Listening TCP sockets whose connections speak TLS.
+    pub tls: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -28,6 +30,9 @@ impl Listeners {
         }
         for s in &self.udp {
             addrs.push(("udp", s.local_addr()?));
+        }
+        for l in &self.tls {
+            addrs.push(("tls", l.local_addr()?));
         }
         // Sockets sharing a port with SO_REUSEPORT listen at one address.
         addrs.dedup();
@@ -76,6 +81,11 @@ pub fn bind(config: &Config) -> Result<Listeners, BindError> {
             wanted.push((Proto::Udp, addr));
         }
     }
+    if let Some(tls) = config.tls.as_ref().filter(|_| config.tcp) {
+        for &addr in &config.listen {
+            wanted.push((Proto::Tls, SocketAddr::new(addr.ip(), tls.port)));
+        }
+    }
     if wanted.is_empty() {
         return Err(BindError::Nothing);
     }
@@ -100,6 +110,8 @@ pub fn bind(config: &Config) -> Result<Listeners, BindError> {
 enum Proto {
     Tcp,
     Udp,
+    /// TCP on the TLS port.
+    Tls,
 }
 
 impl Proto {
@@ -107,6 +119,7 @@ impl Proto {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+            Proto::Tls => "tls",
         }
     }
 }
@@ -138,12 +151,19 @@ where
     F: Fn(Proto, SocketAddr, Open) -> io::Result<Socket>,
 {
     let mut listeners = Listeners::default();
+    // Port 0: one port for the plain sockets, another for TLS.
     let mut shared_port = None;
+    let mut tls_port = None;
     let mut skipped = Vec::new();
     for &(proto, asked) in wanted {
         let mut addr = asked;
+        let picked = if proto == Proto::Tls {
+            &mut tls_port
+        } else {
+            &mut shared_port
+        };
         if addr.port() == 0
-            && let Some(port) = shared_port
+            && let Some(port) = *picked
         {
             addr.set_port(port);
         }
@@ -175,17 +195,18 @@ where
             addr,
             source,
         })?;
-        if asked.port() == 0 && shared_port.is_none() {
-            shared_port = Some(local.port());
+        if asked.port() == 0 && picked.is_none() {
+            *picked = Some(local.port());
         }
         for socket in sockets {
             match proto {
                 Proto::Tcp => listeners.tcp.push(socket.into()),
                 Proto::Udp => listeners.udp.push(socket.into()),
+                Proto::Tls => listeners.tls.push(socket.into()),
             }
         }
     }
-    if listeners.tcp.is_empty() && listeners.udp.is_empty() {
+    if listeners.tcp.is_empty() && listeners.udp.is_empty() && listeners.tls.is_empty() {
         let (proto, addr, source) = skipped.remove(0);
         return Err(BindError::Socket {
             proto: proto.name(),
@@ -244,7 +265,7 @@ fn is_ipv6_unavailable(addr: SocketAddr, e: &io::Error) -> bool {
 fn open(proto: Proto, addr: SocketAddr, how: Open) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
     let socket = match proto {
-        Proto::Tcp => Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?,
+        Proto::Tcp | Proto::Tls => Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?,
         Proto::Udp => Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?,
     };
     if addr.is_ipv6() {
@@ -252,7 +273,7 @@ fn open(proto: Proto, addr: SocketAddr, how: Open) -> io::Result<Socket> {
         // is dual-stack) and `0.0.0.0` can be bound beside it.
         socket.set_only_v6(true)?;
     }
-    if proto == Proto::Tcp {
+    if proto != Proto::Udp {
         // Restart without waiting for old connections in TIME_WAIT. Not
         // SO_REUSEPORT: a second server on the same port must fail to start.
         socket.set_reuse_address(true)?;
@@ -263,7 +284,7 @@ fn open(proto: Proto, addr: SocketAddr, how: Open) -> io::Result<Socket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     match proto {
-        Proto::Tcp => socket.listen(how.backlog.min(i32::MAX as u32) as i32)?,
+        Proto::Tcp | Proto::Tls => socket.listen(how.backlog.min(i32::MAX as u32) as i32)?,
         Proto::Udp => super::udp::prepare(&socket),
     }
     Ok(socket)

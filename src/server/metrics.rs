@@ -144,13 +144,42 @@ impl Collector for StatsCollector {
                 label: Some("op"),
                 series: &[("recv", &s.udp_recv_errors), ("send", &s.udp_send_errors)],
             },
+            Family {
+                name: "tls_handshakes",
+                help: "TLS handshakes completed",
+                kind: Counter,
+                label: None,
+                series: &[("", &s.tls_handshakes)],
+            },
+            Family {
+                name: "tls_handshake_failures",
+                help: "TLS handshakes that failed, by reason",
+                kind: Counter,
+                label: Some("reason"),
+                series: &[
+                    ("timeout", &s.tls_failed_timeout),
+                    ("not_tls", &s.tls_failed_not_tls),
+                    ("client_cert", &s.tls_failed_client_cert),
+                    ("alert", &s.tls_failed_alert),
+                    ("protocol", &s.tls_failed_protocol),
+                    ("io", &s.tls_failed_io),
+                ],
+            },
         ];
         for family in &families {
             family.encode(&mut encoder)?;
         }
         encode_latency(
             &mut encoder,
+            "reply_latency_seconds",
+            "From a message received to its reply sent (TCP: from a read to the reply to what it brought written)",
             &[("udp", &s.udp_reply_latency), ("tcp", &s.tcp_reply_latency)],
+        )?;
+        encode_latency(
+            &mut encoder,
+            "tls_handshake_seconds",
+            "From a TLS connection accepted to its handshake done",
+            &[("tls", &s.tls_handshake_latency)],
         )
     }
 }
@@ -194,16 +223,14 @@ fn encode_value(
     }
 }
 
+/// A histogram family, one series per (protocol label, histogram).
 fn encode_latency(
     encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
     series: &[(&str, &Latency)],
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        "reply_latency_seconds",
-        "From a message received to its reply sent (TCP: from a read to the reply to what it brought written)",
-        None,
-        MetricType::Histogram,
-    )?;
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for &(protocol, latency) in series {
         let counts = latency.buckets();
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_MICROS
@@ -254,9 +281,9 @@ mod tests {
         assert!(text.contains("upcase_reply_latency_seconds_count{protocol=\"udp\"} 1\n"));
         assert!(text.ends_with("# EOF\n"));
         // Every counter of the snapshot appears in some series: one sample
-        // line per counter, plus the two histograms.
+        // line per counter, plus the three histograms.
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        let histogram_lines = 2 * (LATENCY_BOUNDS_MICROS.len() + 1 + 2);
+        let histogram_lines = 3 * (LATENCY_BOUNDS_MICROS.len() + 1 + 2);
         assert_eq!(samples, stats.snapshot().len() + histogram_lines, "{text}");
     }
 }

@@ -20,10 +20,13 @@ pub mod metrics;
 mod park;
 pub mod proxy;
 mod ratelimit;
+mod refuse;
 mod sources;
 mod stats;
 mod tcp;
 mod throttle;
+pub mod tls;
+mod tls_conn;
 mod udp;
 
 use std::net::SocketAddr;
@@ -131,6 +134,10 @@ pub struct Config {
     /// `SO_REUSEPORT`, each served by its own thread, so UDP can use every
     /// core. Default: 1.
     pub udp_sockets: usize,
+    /// TCP over TLS on a port of its own, beside the plain port, on every
+    /// listen address: the same service, limits and counters. Default:
+    /// none.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Default for Config {
@@ -159,6 +166,7 @@ impl Default for Config {
             drop_rate: 0.0,
             drop_seed: None,
             udp_sockets: 1,
+            tls: None,
         }
     }
 }
@@ -230,16 +238,19 @@ pub async fn run(
     if let Some(incoming) = incoming {
         tracker.spawn(park::run(incoming, shared.clone(), shutdown.clone()));
     }
-    for listener in listeners.tcp {
+    let plain = listeners.tcp.into_iter().map(|l| (l, None));
+    let secure = listeners.tls.into_iter().map(|l| (l, config.tls.clone()));
+    for (listener, tls) in plain.chain(secure) {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         if let Ok(local) = listener.local_addr() {
-            tracing::debug!(%local, "accepting TCP connections");
+            tracing::debug!(%local, tls = tls.is_some(), "accepting TCP connections");
         }
         let accept = tcp::Acceptor {
             listener,
             shared: shared.clone(),
             slots: slots.clone(),
             per_source: per_source.clone(),
+            tls,
         };
         tracker.spawn(accept.run());
     }

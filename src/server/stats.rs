@@ -70,10 +70,30 @@ pub struct Stats {
     pub udp_refused_loop: AtomicU64,
     /// Datagrams dropped on purpose by [`super::Config::drop_rate`].
     pub udp_dropped_simulated: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// TLS handshakes not done within the handshake timeout.
+    pub tls_failed_timeout: AtomicU64,
+    /// Connections to the TLS port that did not start with a TLS record
+    /// (plaintext, junk), or sent records rustls could not parse.
+    pub tls_failed_not_tls: AtomicU64,
+    /// Mutual TLS: a client without a certificate, or with one the
+    /// `--tls-client-ca` did not sign.
+    pub tls_failed_client_cert: AtomicU64,
+    /// The client ended the handshake with an alert (it did not trust the
+    /// server's certificate, ...).
+    pub tls_failed_alert: AtomicU64,
+    /// Any other protocol failure: no version or cipher suite in common, a
+    /// client that broke the protocol.
+    pub tls_failed_protocol: AtomicU64,
+    /// The connection broke or closed during the handshake.
+    pub tls_failed_io: AtomicU64,
     /// From a datagram received to its reply sent.
     pub udp_reply_latency: Latency,
     /// From a TCP read to the reply to what it brought written.
     pub tcp_reply_latency: Latency,
+    /// From a TLS connection accepted to its handshake done.
+    pub tls_handshake_latency: Latency,
 }
 
 impl Stats {
@@ -124,6 +144,13 @@ impl Stats {
             ("udp_rate_limited", &self.udp_rate_limited),
             ("udp_refused_loop", &self.udp_refused_loop),
             ("udp_dropped_simulated", &self.udp_dropped_simulated),
+            ("tls_handshakes", &self.tls_handshakes),
+            ("tls_failed_timeout", &self.tls_failed_timeout),
+            ("tls_failed_not_tls", &self.tls_failed_not_tls),
+            ("tls_failed_client_cert", &self.tls_failed_client_cert),
+            ("tls_failed_alert", &self.tls_failed_alert),
+            ("tls_failed_protocol", &self.tls_failed_protocol),
+            ("tls_failed_io", &self.tls_failed_io),
         ]
         .into_iter()
         .map(|(name, counter)| (name, Self::get(counter)))
@@ -215,9 +242,9 @@ mod tests {
         let stats = Stats::default();
         Stats::add(&stats.udp_recv_errors, 2);
         let snapshot = stats.snapshot();
-        // Each counter is 8 bytes, beside two histograms: the snapshot must
-        // not miss one.
-        let counter_bytes = std::mem::size_of::<Stats>() - 2 * std::mem::size_of::<Latency>();
+        // Each counter is 8 bytes, beside three histograms: the snapshot
+        // must not miss one.
+        let counter_bytes = std::mem::size_of::<Stats>() - 3 * std::mem::size_of::<Latency>();
         assert_eq!(snapshot.len(), counter_bytes / 8);
         assert!(snapshot.contains(&("udp_recv_errors", 2)));
         let mut names: Vec<_> = snapshot.iter().map(|(n, _)| n).collect();

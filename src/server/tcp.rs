@@ -32,10 +32,13 @@ use tokio_util::task::TaskTracker;
 
 use super::park::{self, Closing};
 use super::proxy;
+use super::refuse::refuse;
 use super::sources::{SourceCounts, SourceSlot};
 use super::throttle::Throttle;
+use super::tls::Tls;
+use super::tls_conn;
 use super::{Config, Stats};
-use crate::protocol::{LineTooLong, StreamReplier};
+use crate::protocol::{LineTooLong, StreamReplier, count_lines};
 
 /// Bytes read from a connection at once: as much as the streaming baseline
 /// (a blocking server reading 256 KiB). Measured against 64 KiB: 4
@@ -82,6 +85,8 @@ pub(super) struct Acceptor {
     pub shared: Arc<Shared>,
     pub slots: Arc<Semaphore>,
     pub per_source: Arc<SourceCounts>,
+    /// Set for a TLS listener: its connections shake hands first.
+    pub tls: Option<Tls>,
 }
 
 /// What decides whether a client is served, once its address is known:
@@ -93,6 +98,7 @@ struct Admission {
     per_source: Arc<SourceCounts>,
     /// Refusals are logged at most once a second, all paths together.
     refusal_log: Arc<Mutex<Throttle>>,
+    tls: Option<Tls>,
 }
 
 impl Admission {
@@ -120,6 +126,16 @@ impl Admission {
             refuse(&stream, SOURCE_BUSY_LINE);
             return;
         };
+        if let Some(tls) = &self.tls {
+            let cx = tls_conn::Context {
+                config: config.clone(),
+                stats: stats.clone(),
+                shutdown: self.shared.shutdown.clone(),
+            };
+            let serve = tls_conn::serve(stream, client, (slot, source_slot), tls.clone(), cx);
+            self.shared.tracker.spawn(serve);
+            return;
+        }
         let connection = Connection::open(
             stream,
             Origin::Accepted { slot, source_slot },
@@ -184,6 +200,7 @@ impl Acceptor {
             shared: self.shared.clone(),
             per_source: self.per_source.clone(),
             refusal_log: Arc::new(Mutex::new(Throttle::new(Duration::from_secs(1)))),
+            tls: self.tls.clone(),
         };
         loop {
             let accepted = tokio::select! {
@@ -255,17 +272,6 @@ fn set_nodelay_inherited(listener: &TcpListener) {
 /// listener (see [`set_nodelay_inherited`]).
 const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
 
-/// Tells a refused client why in one line and lets the connection close.
-fn refuse(stream: &TcpStream, line: &[u8]) {
-    // Best effort, never blocking the accept loop: the line fits in any
-    // socket's empty send buffer.
-    let _ = stream.try_write(line);
-    // Closing with unread bytes would send a reset, which can destroy the
-    // line before the client reads it.
-    let mut discard = [0u8; 1024];
-    while matches!(stream.try_read(&mut discard), Ok(n) if n > 0) {}
-}
-
 /// Errors from `accept(2)` that concern only the connection being accepted.
 fn is_per_connection_error(e: &io::Error) -> bool {
     matches!(
@@ -296,13 +302,6 @@ pub(super) async fn serve_connection(
     Connection::open(stream, Origin::Inherited, peer, shared)
         .serve()
         .await;
-}
-
-/// Newline bytes in `bytes`: the lines a read or write carried. A SIMD
-/// count (`bytecount`): searching newline by newline (`memchr_iter`) took a
-/// tenth of the server's time when streaming short lines.
-fn count_lines(bytes: &[u8]) -> u64 {
-    bytecount::count(bytes, b'\n') as u64
 }
 
 /// One accepted connection.

@@ -1,0 +1,358 @@
+//! TLS material and settings shared by the server, the client, ping and
+//! bench: PEM files read with a size cap, client configurations, and
+//! one-line reasons for a handshake that failed.
+//!
+//! rustls (through tokio-rustls) with its default provider, aws-lc-rs: no
+//! OpenSSL dependency, and rustls' safe defaults (TLS 1.3 and 1.2, AEAD
+//! suites with forward secrecy only).
+
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use tokio_rustls::rustls;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// The port TLS is served on unless told otherwise (12000's neighbour in
+/// spirit: 443's last digits).
+pub const DEFAULT_PORT: u16 = 12443;
+
+/// A PEM file larger than this is refused: a certificate chain is a few
+/// KiB, and a path such as `/dev/zero` must not be read forever.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// TLS material that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file that cannot be read or holds nothing usable.
+    #[error("{}: {why}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why, in a few words.
+        why: String,
+    },
+    /// Files that each parse but do not go together (a key that is not
+    /// the certificate's, ...), or a setting rustls refuses.
+    #[error("{0}")]
+    Config(String),
+}
+
+fn file_error(path: &Path, why: impl Into<String>) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// The bytes of a PEM file, at most [`MAX_PEM_BYTES`].
+fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let file = std::fs::File::open(path).map_err(|e| file_error(path, io_text(&e)))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| file_error(path, io_text(&e)))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(file_error(
+            path,
+            format!("larger than {MAX_PEM_BYTES} bytes: not a PEM file"),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn io_text(e: &io::Error) -> String {
+    crate::client::error_text(e)
+}
+
+/// Every certificate in a PEM file, in order (a chain: the leaf first).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_pem(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(file_error(
+            path,
+            "no certificate in it (expected -----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file: PKCS#8, SEC1 (EC) or PKCS#1 (RSA).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_pem(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => file_error(
+            path,
+            "no private key in it (expected PKCS#8, SEC1 or RSA in PEM)",
+        ),
+        e => file_error(path, format!("not a PEM key file: {e}")),
+    })
+}
+
+/// The certificates of a PEM file as trust anchors.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// How a client connects over TLS: `--ca`, `--insecure`, `--sni`,
+/// `--cert` and `--key`.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// Trust this CA (or self-signed certificate) instead of the system's
+    /// roots.
+    pub ca: Option<PathBuf>,
+    /// Verify nothing about the server's certificate.
+    pub insecure: bool,
+    /// The name to ask for and verify, instead of the host connected to.
+    pub sni: Option<String>,
+    /// A client certificate (chain), with `key`.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// The rustls configuration these settings describe.
+    pub fn config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let builder = ClientConfig::builder();
+        let builder = if self.insecure {
+            let provider = builder.crypto_provider().clone();
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        } else {
+            builder.with_root_certificates(self.roots()?)
+        };
+        let config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+                .map_err(|e| {
+                    TlsError::Config(format!("{} and {}: {e}", cert.display(), key.display()))
+                })?,
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(TlsError::Config(
+                    "--cert and --key go together: a client certificate needs its key".into(),
+                ));
+            }
+        };
+        Ok(Arc::new(config))
+    }
+
+    fn roots(&self) -> Result<RootCertStore, TlsError> {
+        if let Some(ca) = &self.ca {
+            return load_roots(ca);
+        }
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(TlsError::Config(
+                "no trusted CA certificates on this system (install ca-certificates), \
+                 and no --ca FILE given"
+                    .into(),
+            ));
+        }
+        Ok(roots)
+    }
+
+    /// The name to verify the server's certificate against: `--sni`, or
+    /// the host as given (a name, or an IP address checked against the
+    /// certificate's IP addresses).
+    pub fn server_name(&self, host: &str) -> Result<ServerName<'static>, TlsError> {
+        let name = self.sni.as_deref().unwrap_or(host);
+        let bare = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(name);
+        ServerName::try_from(bare.to_owned())
+            .map_err(|_| TlsError::Config(format!("'{name}' is not a valid TLS server name")))
+    }
+}
+
+/// `--insecure`: accepts any certificate, but still checks that the
+/// handshake is signed by the key of the certificate shown (as curl's `-k`).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS error inside an I/O error from a handshake or a TLS stream.
+pub fn inner_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// Why a client's handshake failed, in one line: the certificate's fault
+/// (unknown issuer, name mismatch, expired) named plainly, with what to do.
+pub fn describe_client_failure(e: &io::Error) -> String {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error};
+    let Some(tls) = inner_error(e) else {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                "the server closed the connection during the TLS handshake".into()
+            }
+            _ => io_text(e),
+        };
+    };
+    match tls {
+        Error::InvalidCertificate(cert) => {
+            let why = match cert {
+                Cert::UnknownIssuer => "unknown issuer: the server's certificate is not \
+                    signed by a CA this client trusts (--ca FILE trusts one)"
+                    .to_owned(),
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                    format!("name mismatch: {cert} (--sni NAME asks for another name)")
+                }
+                Cert::Expired | Cert::ExpiredContext { .. } => format!("expired: {cert}"),
+                Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+                    format!("not valid yet: {cert}")
+                }
+                other => other.to_string(),
+            };
+            format!("certificate verification failed: {why}")
+        }
+        Error::AlertReceived(Alert::CertificateRequired) => {
+            "the server requires a client certificate (--cert FILE --key FILE)".into()
+        }
+        Error::AlertReceived(
+            alert @ (Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown),
+        ) => format!("the server refused the client certificate ({alert:?} alert)"),
+        Error::AlertReceived(alert) => format!("the server ended the handshake: {alert:?} alert"),
+        Error::InvalidMessage(_)
+        | Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. } => {
+            "the server does not speak TLS there (a plain port?)".into()
+        }
+        other => format!("TLS handshake failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("upcase-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_file_without_pem_names_the_file_and_what_was_expected() {
+        let path = temp_file("plain.txt", b"hello\n");
+        let e = load_certs(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(e.contains("no certificate in it"), "{e}");
+        let e = load_key(&path).unwrap_err().to_string();
+        assert!(e.contains("no private key in it"), "{e}");
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_not_read_forever() {
+        let e = load_certs(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_says_so() {
+        let e = load_key(Path::new("/nonexistent/key.pem"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "/nonexistent/key.pem: no such file or directory");
+    }
+
+    #[test]
+    fn a_cert_without_its_key_is_a_usage_error() {
+        let tls = ClientTls {
+            cert: Some("/x.pem".into()),
+            insecure: true,
+            ..ClientTls::default()
+        };
+        assert!(
+            tls.config()
+                .unwrap_err()
+                .to_string()
+                .contains("go together")
+        );
+    }
+
+    #[test]
+    fn server_names_take_hosts_and_bracketed_addresses() {
+        let tls = ClientTls::default();
+        assert!(matches!(
+            tls.server_name("localhost").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(matches!(
+            tls.server_name("[::1]").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(tls.server_name("bad name").is_err());
+        let sni = ClientTls {
+            sni: Some("upcase.test".into()),
+            ..ClientTls::default()
+        };
+        assert_eq!(
+            sni.server_name("127.0.0.1").unwrap().to_str(),
+            "upcase.test"
+        );
+    }
+}
