@@ -15,7 +15,11 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::tls::rustls::pki_types::ServerName;
+use crate::tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, max_datagram_bytes};
 
@@ -174,14 +178,87 @@ fn describe(target: &str, failures: &[(SocketAddr, String)]) -> String {
     parts.join("; ")
 }
 
-/// A line-at-a-time client over one TCP connection.
+/// TLS to set up on each connection of a [`TcpClient`].
+#[derive(Clone, Debug)]
+pub struct TlsConnect {
+    /// Trust, client certificate, ...
+    pub config: Arc<ClientConfig>,
+    /// The name asked for (SNI) and verified.
+    pub name: ServerName<'static>,
+}
+
+/// A connection, plain or inside TLS.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Shakes hands over `tcp`, within its read timeout.
+    fn tls(tcp: TcpStream, tls: &TlsConnect) -> io::Result<Stream> {
+        let conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
+            .map_err(io::Error::other)?;
+        let mut stream = StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(Stream::Tls(Box::new(stream)))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// Ends a TLS session with its close_notify (best effort), so the
+    /// server sees a clean end rather than a cut.
+    fn drop(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.conn.write_tls(&mut s.sock);
+        }
+    }
+}
+
+/// A line-at-a-time client over one TCP connection, plain or TLS.
 #[derive(Debug)]
 pub struct TcpClient {
     target: String,
     addrs: Vec<SocketAddr>,
     timeout: Duration,
     max_reply_bytes: usize,
-    stream: Option<TcpStream>,
+    tls: Option<TlsConnect>,
+    stream: Option<Stream>,
 }
 
 impl TcpClient {
@@ -193,8 +270,9 @@ impl TcpClient {
         addrs: Vec<SocketAddr>,
         timeout: Duration,
         max_reply_bytes: usize,
+        tls: Option<TlsConnect>,
     ) -> Result<Self, ClientError> {
-        let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes);
+        let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes, tls);
         client.reconnect()?;
         Ok(client)
     }
@@ -208,8 +286,9 @@ impl TcpClient {
         addrs: Vec<SocketAddr>,
         timeout: Duration,
         max_reply_bytes: usize,
+        tls: Option<TlsConnect>,
     ) -> (Self, Option<ClientError>) {
-        let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes);
+        let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes, tls);
         let error = client.reconnect().err();
         (client, error)
     }
@@ -219,12 +298,14 @@ impl TcpClient {
         addrs: Vec<SocketAddr>,
         timeout: Duration,
         max_reply_bytes: usize,
+        tls: Option<TlsConnect>,
     ) -> Self {
         TcpClient {
             target: target.to_owned(),
             addrs,
             timeout,
             max_reply_bytes,
+            tls,
             stream: None,
         }
     }
@@ -243,6 +324,16 @@ impl TcpClient {
                             what: "setting the read timeout",
                             source,
                         })?;
+                    let stream = match &self.tls {
+                        None => Stream::Plain(stream),
+                        Some(tls) => match Stream::tls(stream, tls) {
+                            Ok(stream) => stream,
+                            Err(e) => {
+                                failures.push((addr, self.handshake_failure(&e)));
+                                continue;
+                            }
+                        },
+                    };
                     self.stream = Some(stream);
                     prefer(&mut self.addrs, i);
                     return Ok(());
@@ -256,13 +347,25 @@ impl TcpClient {
         })
     }
 
+    /// Why a TLS handshake failed, in a few words.
+    fn handshake_failure(&self, e: &io::Error) -> String {
+        if is_timeout(e) {
+            format!(
+                "no answer to the TLS handshake within {}",
+                humantime::format_duration(self.timeout)
+            )
+        } else {
+            crate::tls::describe_client_failure(e)
+        }
+    }
+
     /// True when the server has closed the connection (or sent bytes nobody
     /// asked for, which are then reported and dropped).
     fn server_closed(&mut self) -> bool {
-        let Some(mut stream) = self.stream.as_ref() else {
+        let Some(stream) = self.stream.as_mut() else {
             return true;
         };
-        if stream.set_nonblocking(true).is_err() {
+        if stream.tcp().set_nonblocking(true).is_err() {
             return true;
         }
         let mut junk = [0u8; 1024];
@@ -274,7 +377,7 @@ impl TcpClient {
                 Err(_) => break true,
             }
         };
-        closed || stream.set_nonblocking(false).is_err()
+        closed || stream.tcp().set_nonblocking(false).is_err()
     }
 
     /// Sends `message` followed by `\n` and returns the reply, up to and
@@ -310,6 +413,7 @@ impl TcpClient {
     fn try_request(&mut self, message: &[u8]) -> Result<Reply, Attempt> {
         let stream = self.stream.as_mut().expect("connected before a request");
         let addr = stream
+            .tcp()
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         let io_error = |what, source| ClientError::Io { addr, what, source };
@@ -352,7 +456,7 @@ impl TcpClient {
                     );
                     return Err(Attempt::NothingBack(io_error("awaiting the reply", e)));
                 }
-                let _ = stream.shutdown(Shutdown::Both);
+                let _ = stream.tcp().shutdown(Shutdown::Both);
                 return Ok(Reply {
                     bytes: reply,
                     complete: false,

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use upcase::client::{ClientError, Reply, TcpClient, UdpClient};
-use upcase::server::DEFAULT_PORT;
 
 /// The textbook client's prompt, word for word.
 const PROMPT: &str = "Input lowercase sentence:";
@@ -17,9 +16,9 @@ pub struct Args {
     /// Server host name or IP address
     #[arg(default_value = "localhost")]
     host: String,
-    /// Server port
-    #[arg(short, long, default_value_t = DEFAULT_PORT)]
-    port: u16,
+    /// Server port [default: 12000, or 12443 with --tls]
+    #[arg(short, long)]
+    port: Option<u16>,
     /// Use UDP: one datagram per line, with timeout and retries
     #[arg(long, conflicts_with = "tcp")]
     udp: bool,
@@ -35,6 +34,8 @@ pub struct Args {
     /// Longest input line accepted, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     max_line_bytes: usize,
+    #[command(flatten)]
+    tls: super::tls::TlsArgs,
 }
 
 /// The transport chosen for this run.
@@ -57,12 +58,17 @@ impl Transport {
 
 /// Sends each line of stdin and prints each reply.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let port = args.port.unwrap_or(args.tls.default_port());
     let target = if args.host.contains(':') && !args.host.starts_with('[') {
-        format!("[{}]:{}", args.host, args.port)
+        format!("[{}]:{}", args.host, port)
     } else {
-        format!("{}:{}", args.host, args.port)
+        format!("{}:{}", args.host, port)
     };
-    let addrs = super::resolve(&args.host, args.port)?;
+    let addrs = super::resolve(&args.host, port)?;
+    if args.udp && args.tls.tls {
+        return Err(super::UsageError("--tls is for TCP: drop --udp".into()).into());
+    }
+    let tls = args.tls.connect(&args.host)?;
     let interactive = io::stdin().is_terminal();
     let mut failed = false;
     let mut transport = if args.udp {
@@ -75,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if interactive {
             // A person may have started the client first: say so, prompt
             // anyway, and connect again with the first line.
-            let (client, error) = TcpClient::try_connect(&target, addrs, timeout, max_reply);
+            let (client, error) = TcpClient::try_connect(&target, addrs, timeout, max_reply, tls);
             if let Some(e) = error {
                 super::output::report_error(format_args!(
                     "{:#} (each line tries again)",
@@ -85,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Transport::Tcp(client)
         } else {
-            Transport::Tcp(TcpClient::connect(&target, addrs, timeout, max_reply)?)
+            Transport::Tcp(TcpClient::connect(&target, addrs, timeout, max_reply, tls)?)
         }
     };
 

@@ -8,6 +8,7 @@ pub mod output;
 pub mod ping;
 pub mod server;
 pub mod settings;
+pub mod tls;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -139,9 +140,12 @@ impl Level {
     /// The filter for this level: upcase's own lines at it, the libraries'
     /// (tokio, hyper, mio) at most at info, so that -v shows what upcase
     /// does rather than the runtime's workings (`RUST_LOG` reaches those).
+    /// rustls is off: it warns of each peer that breaks the protocol, one
+    /// unthrottled line per bad client, which upcase already counts and
+    /// reports in its own words.
     fn directive(self) -> String {
         let libraries = self.min(Level::Info);
-        format!("{},upcase={}", libraries.name(), self.name())
+        format!("{},rustls=off,upcase={}", libraries.name(), self.name())
     }
 }
 

@@ -12,23 +12,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, sleep_until};
 
 use upcase::client;
 use upcase::ping::{Expect, ReplyEvent, Report, Tracker, Verdict, probe};
 use upcase::protocol::{DATAGRAM_BUFFER_BYTES, max_datagram_bytes};
-use upcase::server::DEFAULT_PORT;
 
 /// Options of `upcase ping`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Server host name or IP address
     host: String,
-    /// Server port
-    #[arg(short, long, default_value_t = DEFAULT_PORT)]
-    port: u16,
+    /// Server port [default: 12000, or 12443 with --tls]
+    #[arg(short, long)]
+    port: Option<u16>,
     /// Probes to send; 0 sends until interrupted
     #[arg(short = 'c', long, default_value_t = 10)]
     count: u64,
@@ -57,6 +56,8 @@ pub struct Args {
     /// Print the results as one JSON document instead of text
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: super::tls::TlsArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -91,6 +92,7 @@ struct JsonReport<'a> {
     protocol: &'static str,
     probe_bytes: usize,
     connect_ms: Option<f64>,
+    handshake_ms: Option<f64>,
     time_ms: f64,
     interrupted: bool,
     errors: u64,
@@ -102,12 +104,16 @@ struct JsonReport<'a> {
 enum Transport {
     Udp(UdpSocket),
     Tcp {
-        stream: TcpStream,
+        stream: Box<dyn Duplex>,
         /// Bytes of a reply line not yet complete.
         partial: Vec<u8>,
         max_line: usize,
     },
 }
+
+/// A TCP connection, plain or inside TLS.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 
 /// What woke the loop.
 enum Wake {
@@ -168,7 +174,10 @@ impl Transport {
 
 /// Pings until the count is reached or Ctrl-C, then prints the summary.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let addrs = super::resolve(&args.host, args.port)?;
+    if args.tls.tls && !args.tcp {
+        return Err(super::UsageError("--tls is for TCP: add --tcp".into()).into());
+    }
+    let addrs = super::resolve(&args.host, args.port.unwrap_or(args.tls.default_port()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,7 +231,11 @@ async fn tcp_to(
 
 async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
     let mut addr = addrs[0];
-    let protocol = if args.tcp { "tcp" } else { "udp" };
+    let protocol = match (args.tcp, args.tls.tls) {
+        (true, true) => "tls",
+        (true, false) => "tcp",
+        _ => "udp",
+    };
     let text = !args.json;
     let verbose = text && !args.quiet;
     let probe_bytes = probe(1, unix_now(), args.size).len();
@@ -245,6 +258,8 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
     }
 
     let mut connect_ms = None;
+    let mut handshake_ms = None;
+    let tls = args.tls.connect(&args.host)?;
     let mut transport = if args.tcp {
         let started = Instant::now();
         let (stream, connected) = tcp_to(&addrs, args.timeout).await?;
@@ -255,6 +270,41 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
         if verbose {
             writeln!(out, "connected to {addr} in {ms:.3} ms")?;
         }
+        let stream: Box<dyn Duplex> = match tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let started = Instant::now();
+                let connector = tokio_rustls::TlsConnector::from(tls.config);
+                let handshake = connector.connect(tls.name, stream);
+                let stream = match tokio::time::timeout(args.timeout, handshake).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => anyhow::bail!(
+                        "cannot connect to tls {addr}: {}",
+                        upcase::tls::describe_client_failure(&e)
+                    ),
+                    Err(_) => anyhow::bail!(
+                        "cannot connect to tls {addr}: no answer to the TLS handshake within {}",
+                        humantime::format_duration(args.timeout)
+                    ),
+                };
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                handshake_ms = Some(ms);
+                if verbose {
+                    let (_, session) = stream.get_ref();
+                    let version = session.protocol_version().map(|v| format!("{v:?}"));
+                    let suite = session
+                        .negotiated_cipher_suite()
+                        .map(|s| format!("{:?}", s.suite()));
+                    writeln!(
+                        out,
+                        "TLS handshake in {ms:.3} ms ({}, {})",
+                        version.as_deref().unwrap_or("?"),
+                        suite.as_deref().unwrap_or("?")
+                    )?;
+                }
+                Box::new(stream)
+            }
+        };
         Transport::Tcp {
             stream,
             partial: Vec::new(),
@@ -391,6 +441,7 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
             protocol,
             probe_bytes,
             connect_ms,
+            handshake_ms,
             time_ms: elapsed_ms,
             interrupted,
             errors,
