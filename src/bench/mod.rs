@@ -14,6 +14,7 @@
 //!   due requests in one write and parses every reply a read brought.
 //! - **Timing**: see [`pace`]. Latency counts from the intended send time.
 
+mod conn;
 pub mod hlog;
 mod inflight;
 pub mod pace;
@@ -90,6 +91,8 @@ pub struct Config {
     /// UDP: send each batch of requests as one segmented send (GSO) and
     /// take replies coalesced (GRO), where the kernel has them.
     pub offload: bool,
+    /// TCP: each connection inside TLS. `None`: plain TCP.
+    pub tls: Option<crate::client::TlsConnect>,
 }
 
 impl Config {
@@ -119,6 +122,9 @@ impl Config {
                 payload::MIN_SIZE,
                 self.size
             ));
+        }
+        if self.tls.is_some() && self.transport == Transport::Udp {
+            return Err("--tls is for TCP (--tcp)".into());
         }
         if self.offload && self.transport != Transport::Udp {
             return Err("--gso is for UDP (--udp)".into());
@@ -471,6 +477,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             threads: 1,
             offload: false,
+            tls: None,
         }
     }
 

@@ -128,6 +128,9 @@ pub struct Tally {
     /// Latency of measured replies, in nanoseconds (one-shot: from the
     /// connection made, plus any wait for it to start, to the reply).
     pub latency: Histogram<u64>,
+    /// One-shot over TLS: how long each handshake took, in nanoseconds
+    /// (after the connect, apart from `latency`).
+    pub handshake: Histogram<u64>,
     /// One-shot: how long each connect took, in nanoseconds: the load
     /// generator's own port search and the server's accept queue, kept
     /// apart from the request's time.
@@ -145,6 +148,7 @@ impl Default for Tally {
             counts: Counts::default(),
             errors: BTreeMap::new(),
             latency: Histogram::new(3).expect("3 significant digits is valid"),
+            handshake: Histogram::new(3).expect("3 significant digits is valid"),
             connect: Histogram::new(3).expect("3 significant digits is valid"),
             last_settled: None,
             live: None,
@@ -169,6 +173,11 @@ impl Tally {
             crate::stats::record_nanos(&mut h, latency);
         }
         self.last_settled = Some(now);
+    }
+
+    /// Records a measured one-shot request's TLS handshake time.
+    pub fn shook_hands(&mut self, took: Duration) {
+        crate::stats::record_nanos(&mut self.handshake, took);
     }
 
     /// Records a measured one-shot request's connect time.
@@ -200,6 +209,7 @@ impl Tally {
         // Both resize to fit; adding cannot fail for want of range.
         let _ = self.latency.add(&other.latency);
         let _ = self.connect.add(&other.connect);
+        let _ = self.handshake.add(&other.handshake);
         self.last_settled = self.last_settled.max(other.last_settled);
     }
 }
@@ -259,6 +269,13 @@ pub struct Results {
     /// Its distribution, for plots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connect_distribution: Vec<Point>,
+    /// One-shot runs over TLS: the time each handshake took (after the
+    /// connect), apart from `latency`; absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<Latency>,
+    /// Handshakes completed per second (one-shot over TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshakes_per_second: Option<f64>,
     /// What the counts suggest about the server, in a sentence each (see
     /// [`Results::diagnose`]); absent from runs before there were notes.
     #[serde(default)]
@@ -334,6 +351,7 @@ impl Results {
         };
         let (latency, distribution) = summarize(&tally.latency);
         let (connect, connect_distribution) = summarize(&tally.connect);
+        let (handshake, _) = summarize(&tally.handshake);
         Results {
             counts: tally.counts,
             errors: tally.errors.clone(),
@@ -345,6 +363,10 @@ impl Results {
             distribution,
             connect,
             connect_distribution,
+            handshakes_per_second: handshake
+                .is_some()
+                .then(|| per_second(tally.handshake.len())),
+            handshake,
             notes: Vec::new(),
         }
     }
@@ -446,6 +468,19 @@ impl Results {
                 out,
                 "  connect    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms (mean {:.3} ms; not in latency)",
                 c.p50_ms, c.p90_ms, c.p99_ms, c.p99_9_ms, c.max_ms, c.mean_ms
+            );
+        }
+        if let Some(h) = &self.handshake {
+            let _ = writeln!(
+                out,
+                "  handshake  p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms (mean {:.3} ms; {:.0} TLS handshakes/s; not in latency)",
+                h.p50_ms,
+                h.p90_ms,
+                h.p99_ms,
+                h.p99_9_ms,
+                h.max_ms,
+                h.mean_ms,
+                self.handshakes_per_second.unwrap_or(0.0)
             );
         }
         if !self.errors.is_empty() {

@@ -5,10 +5,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, sleep_until, timeout};
 
+use tokio_rustls::client::TlsStream;
+
+use super::conn::Conn;
 use super::{InFlight, Next, Run, Tally, error_kind};
 
 /// Bytes read per call on a persistent connection.
@@ -22,145 +25,181 @@ const CONNECT_TRIES: u32 = 5;
 /// fails or times out is counted and made again.
 pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
     let mut tally = run.tally(index);
-    let mut pacer = run.pacer(index);
-    let mut window = InFlight::starting_at(1);
-    let size = run.payloads.size();
-    // A reply line longer than this can't be right (3x is the most that
-    // case mapping can grow text).
-    let max_line = size * 3 + 64;
+    let mut state = State {
+        pacer: run.pacer(index),
+        window: InFlight::starting_at(1),
+    };
     let mut failures = 0;
-
-    'connection: loop {
-        if run.cancel.is_cancelled() || matches!(pacer.poll(Instant::now()), Next::Done) {
+    loop {
+        if run.cancel.is_cancelled() || matches!(state.pacer.poll(Instant::now()), Next::Done) {
             break;
         }
-        let stream = match connect(&run).await {
-            Ok(s) => {
-                failures = 0;
-                s
-            }
+        let ended = match &run.config.tls {
+            None => match connect(&run).await {
+                Ok(stream) => Ok(session(stream, &run, &mut tally, &mut state).await),
+                Err(e) => Err(e),
+            },
+            Some(tls) => match connect_tls(&run, tls).await {
+                Ok((stream, _)) => Ok(session(stream, &run, &mut tally, &mut state).await),
+                Err(e) => Err(e),
+            },
+        };
+        match ended {
+            Ok(Session::Done) => break,
+            Ok(Session::Reconnect) => failures = 0,
             Err(e) => {
-                tally.error(error_kind(&e));
+                tally.error(connect_error_kind(&e));
                 failures += 1;
                 if failures >= CONNECT_TRIES {
                     tracing::warn!(
-                        "connection {index}: gave up after {failures} failed connects: {e}"
+                        "connection {index}: gave up after {failures} failed connects: {}",
+                        crate::tls::describe_client_failure(&e)
                     );
                     break;
                 }
                 tokio::select! {
                     () = run.cancel.cancelled() => break,
-                    () = sleep(Duration::from_millis(100) * failures) => continue,
+                    () = sleep(Duration::from_millis(100) * failures) => {}
                 }
             }
-        };
-        let mut out: Vec<u8> = Vec::with_capacity(run.config.pipeline * size);
-        let mut written = 0;
-        let mut input = vec![0u8; READ_BYTES + max_line];
-        let mut filled = 0;
-
-        loop {
-            let now = Instant::now();
-            if window
-                .next_deadline(run.config.timeout)
-                .is_some_and(|t| t <= now)
-            {
-                let lost = window.clear();
-                tally.counts.lost += lost;
-                tally.settled(lost, now);
-                tally.error("timeout");
-                continue 'connection;
-            }
-            let due = run.fill(
-                &mut pacer,
-                &mut window,
-                &mut tally,
-                &mut out,
-                usize::MAX,
-                now,
-            );
-            run.counted(due.sent, 0);
-            while written < out.len() {
-                match stream.try_write(&out[written..]) {
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        failed(&mut tally, &mut window, error_kind(&e));
-                        continue 'connection;
-                    }
-                }
-            }
-            if written == out.len() {
-                out.clear();
-                written = 0;
-            }
-            if due.done && window.outstanding() == 0 {
-                break 'connection;
-            }
-
-            let deadline = window.next_deadline(run.config.timeout);
-            let interest = if out.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
-            };
-            tokio::select! {
-                biased;
-                () = run.cancel.cancelled() => {
-                    tally.counts.in_flight += window.clear();
-                    break 'connection;
-                }
-                _ = stream.ready(interest) => {}
-                () = sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
-                () = super::pace::until(due.wake.unwrap_or(now)), if due.wake.is_some() => {}
-            }
-
-            let mut received = 0;
-            loop {
-                let n = match stream.try_read(&mut input[filled..]) {
-                    Ok(0) => {
-                        failed(&mut tally, &mut window, "closed");
-                        continue 'connection;
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        failed(&mut tally, &mut window, error_kind(&e));
-                        continue 'connection;
-                    }
-                };
-                let now = Instant::now();
-                let end = filled + n;
-                let mut start = 0;
-                while let Some(at) = memchr::memchr(b'\n', &input[filled..end]) {
-                    let line_end = filled + at;
-                    let line = &input[start..line_end];
-                    match window.take_oldest() {
-                        Some((seq, request)) if request.measured => {
-                            let right = run.payloads.is_correct(seq, line);
-                            tally.reply(now - request.intended, line.len() + 1, right, now);
-                        }
-                        Some(_) => {}
-                        None => tally.counts.unexpected += 1,
-                    }
-                    received += 1;
-                    start = line_end + 1;
-                    filled = start;
-                }
-                input.copy_within(start..end, 0);
-                filled = end - start;
-                if filled > max_line {
-                    failed(&mut tally, &mut window, "reply too long");
-                    continue 'connection;
-                }
-                if n < READ_BYTES {
-                    break;
-                }
-            }
-            run.counted(0, received);
         }
     }
     tally
+}
+
+/// What a persistent connection's schedule carries from one connection to
+/// the next.
+struct State {
+    pacer: super::Pacer,
+    window: InFlight,
+}
+
+/// How one connection of [`persistent`] ended.
+enum Session {
+    /// It failed or timed out: connect again.
+    Reconnect,
+    /// The run is over.
+    Done,
+}
+
+/// Sends and takes replies on one connection until it fails or the run
+/// ends.
+async fn session(
+    mut stream: impl Conn,
+    run: &Run,
+    tally: &mut Tally,
+    state: &mut State,
+) -> Session {
+    let State { pacer, window } = state;
+    let size = run.payloads.size();
+    // A reply line longer than this can't be right (3x is the most that
+    // case mapping can grow text).
+    let max_line = size * 3 + 64;
+    let mut out: Vec<u8> = Vec::with_capacity(run.config.pipeline * size);
+    let mut written = 0;
+    let mut input = vec![0u8; READ_BYTES + max_line];
+    let mut filled = 0;
+
+    loop {
+        let now = Instant::now();
+        if window
+            .next_deadline(run.config.timeout)
+            .is_some_and(|t| t <= now)
+        {
+            let lost = window.clear();
+            tally.counts.lost += lost;
+            tally.settled(lost, now);
+            tally.error("timeout");
+            return Session::Reconnect;
+        }
+        let due = run.fill(pacer, window, tally, &mut out, usize::MAX, now);
+        run.counted(due.sent, 0);
+        while written < out.len() {
+            match stream.try_write(&out[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    failed(tally, window, error_kind(&e));
+                    return Session::Reconnect;
+                }
+            }
+        }
+        if written == out.len() {
+            out.clear();
+            written = 0;
+        }
+        match stream.try_flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                failed(tally, window, error_kind(&e));
+                return Session::Reconnect;
+            }
+            _ => {}
+        }
+        if due.done && window.outstanding() == 0 {
+            return Session::Done;
+        }
+
+        let deadline = window.next_deadline(run.config.timeout);
+        let interest = if out.is_empty() && !stream.holds_output() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        tokio::select! {
+            biased;
+            () = run.cancel.cancelled() => {
+                tally.counts.in_flight += window.clear();
+                return Session::Done;
+            }
+            _ = stream.ready(interest) => {}
+            () = sleep_until(deadline.unwrap_or(now).into()), if deadline.is_some() => {}
+            () = super::pace::until(due.wake.unwrap_or(now)), if due.wake.is_some() => {}
+        }
+
+        let mut received = 0;
+        loop {
+            let n = match stream.try_read(&mut input[filled..]) {
+                Ok(0) => {
+                    failed(tally, window, "closed");
+                    return Session::Reconnect;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    failed(tally, window, error_kind(&e));
+                    return Session::Reconnect;
+                }
+            };
+            let now = Instant::now();
+            let end = filled + n;
+            let mut start = 0;
+            while let Some(at) = memchr::memchr(b'\n', &input[filled..end]) {
+                let line_end = filled + at;
+                let line = &input[start..line_end];
+                match window.take_oldest() {
+                    Some((seq, request)) if request.measured => {
+                        let right = run.payloads.is_correct(seq, line);
+                        tally.reply(now - request.intended, line.len() + 1, right, now);
+                    }
+                    Some(_) => {}
+                    None => tally.counts.unexpected += 1,
+                }
+                received += 1;
+                start = line_end + 1;
+                filled = start;
+            }
+            input.copy_within(start..end, 0);
+            filled = end - start;
+            if filled > max_line {
+                failed(tally, window, "reply too long");
+                return Session::Reconnect;
+            }
+            if n < READ_BYTES {
+                break;
+            }
+        }
+        run.counted(0, received);
+    }
 }
 
 /// The connection died: its requests in flight failed.
@@ -170,6 +209,41 @@ fn failed(tally: &mut Tally, window: &mut InFlight, kind: &str) {
     tally.counts.failed += n;
     tally.settled(n, now);
     tally.error(kind);
+}
+
+/// The kind a failed connect counts as: `tls` for a handshake that failed.
+fn connect_error_kind(e: &io::Error) -> &'static str {
+    if crate::tls::inner_error(e).is_some() {
+        "tls"
+    } else {
+        error_kind(e)
+    }
+}
+
+/// Connects and shakes hands; returns how long the handshake took.
+async fn connect_tls(
+    run: &Run,
+    tls: &crate::client::TlsConnect,
+) -> io::Result<(TlsStream<TcpStream>, Duration)> {
+    let stream = connect(run).await?;
+    handshake(run, tls, stream).await
+}
+
+/// Shakes hands over `stream` within the request timeout.
+async fn handshake(
+    run: &Run,
+    tls: &crate::client::TlsConnect,
+    stream: TcpStream,
+) -> io::Result<(TlsStream<TcpStream>, Duration)> {
+    let started = Instant::now();
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = timeout(
+        run.config.timeout,
+        connector.connect(tls.name.clone(), stream),
+    )
+    .await
+    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    Ok((stream, started.elapsed()))
 }
 
 async fn connect(run: &Run) -> io::Result<TcpStream> {
@@ -294,18 +368,23 @@ pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
         };
         let now = Instant::now();
         match outcome {
-            Ok(Ok((n, connecting))) => {
+            Ok(Ok((n, connecting, handshaking))) => {
                 run.counted(0, 1);
                 if measured {
                     let right = run.payloads.is_correct(seq, &reply[..n]);
                     // The wait before connecting (behind schedule, in an
-                    // open loop) stays the request's; the connect is apart.
-                    tally.reply((now - intended).saturating_sub(connecting), n, right, now);
+                    // open loop) stays the request's; the connect and the
+                    // handshake are apart.
+                    let setup = connecting + handshaking.unwrap_or_default();
+                    tally.reply((now - intended).saturating_sub(setup), n, right, now);
                     tally.connected(connecting);
+                    if let Some(handshaking) = handshaking {
+                        tally.shook_hands(handshaking);
+                    }
                 }
             }
             Ok(Err(e)) => {
-                tally.error(error_kind(&e));
+                tally.error(connect_error_kind(&e));
                 if measured {
                     tally.counts.failed += 1;
                     tally.settled(1, now);
@@ -325,16 +404,34 @@ pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
 
 /// One connection, one request, one reply: reads until the reply has the
 /// request's length (a right reply's length) or the server closes. Returns
-/// the reply's length and how long the connect took.
+/// the reply's length, how long the connect took and, over TLS, the
+/// handshake.
 async fn exchange(
     run: &Run,
     source: Option<std::net::IpAddr>,
     message: &[u8],
     reply: &mut [u8],
-) -> io::Result<(usize, Duration)> {
+) -> io::Result<(usize, Duration, Option<Duration>)> {
     let started = Instant::now();
-    let mut stream = connect_from(run, source).await?;
+    let stream = connect_from(run, source).await?;
     let connecting = started.elapsed();
+    let Some(tls) = &run.config.tls else {
+        let n = request(stream, message, reply).await?;
+        return Ok((n, connecting, None));
+    };
+    let (mut stream, handshaking) = handshake(run, tls, stream).await?;
+    let n = request(&mut stream, message, reply).await?;
+    // close_notify, as a well-behaved client ends a session.
+    stream.shutdown().await?;
+    Ok((n, connecting, Some(handshaking)))
+}
+
+/// Sends `message` and reads its reply into `reply`.
+async fn request(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    message: &[u8],
+    reply: &mut [u8],
+) -> io::Result<usize> {
     stream.write_all(message).await?;
     let mut n = 0;
     while n < message.len() {
@@ -347,5 +444,5 @@ async fn exchange(
             break;
         }
     }
-    Ok((n, connecting))
+    Ok(n)
 }

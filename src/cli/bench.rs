@@ -15,8 +15,6 @@ use upcase::bench::plot::{self, Series};
 use upcase::bench::report::Point;
 use upcase::bench::{self, Config, Expect, Results, Stop, Transport};
 
-use upcase::server::DEFAULT_PORT;
-
 /// Options of `upcase bench`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("transport").required(true).args(["udp", "tcp"])))]
@@ -25,9 +23,9 @@ pub struct Args {
     /// Server host name or IP address
     #[arg(required = true)]
     host: Option<String>,
-    /// Server port
-    #[arg(short, long, default_value_t = DEFAULT_PORT)]
-    port: u16,
+    /// Server port [default: 12000, or 12443 with --tls]
+    #[arg(short, long)]
+    port: Option<u16>,
     /// Load over UDP: one datagram per request
     #[arg(long)]
     udp: bool,
@@ -103,6 +101,8 @@ pub struct Args {
     start_at: Option<SystemTime>,
     #[command(subcommand)]
     command: Option<BenchCommand>,
+    #[command(flatten)]
+    tls: super::tls::TlsArgs,
 }
 
 /// `upcase bench merge`.
@@ -204,7 +204,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .host
         .clone()
         .expect("clap requires HOST without a subcommand");
-    let address = choose_address(super::resolve(&host, args.port)?, args.udp, args.timeout);
+    let port = args.port.unwrap_or(args.tls.default_port());
+    let address = choose_address(super::resolve(&host, port)?, args.udp, args.timeout);
     let transport = match (args.udp, args.mode) {
         (true, _) => Transport::Udp,
         (false, Mode::Persistent) => Transport::TcpPersistent,
@@ -227,6 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         threads: args.threads,
         offload: args.gso,
+        tls: args.tls.connect(&host)?,
     };
     config.validate().map_err(super::UsageError)?;
     let earlier = args
@@ -270,7 +272,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             label: &label,
             host: &host,
             address,
-            protocol: if args.udp { "udp" } else { "tcp" },
+            protocol: match (args.udp, args.tls.tls) {
+                (true, _) => "udp",
+                (false, false) => "tcp",
+                (false, true) => "tls",
+            },
             mode: (!args.udp).then_some(match args.mode {
                 Mode::Persistent => "persistent",
                 Mode::Oneshot => "oneshot",
@@ -443,10 +449,12 @@ fn drive(config: Config, progress: bool, live: Option<Live>) -> anyhow::Result<(
 /// `udp 127.0.0.1:12000, 4 connections x 16 in flight, 64-byte requests,
 /// closed loop, 10s`.
 fn heading(c: &Config) -> String {
-    let transport = match c.transport {
-        Transport::Udp => "udp",
-        Transport::TcpPersistent => "tcp",
-        Transport::TcpOneshot => "tcp oneshot",
+    let transport = match (c.transport, c.tls.is_some()) {
+        (Transport::Udp, _) => "udp",
+        (Transport::TcpPersistent, false) => "tcp",
+        (Transport::TcpOneshot, false) => "tcp oneshot",
+        (Transport::TcpPersistent, true) => "tls",
+        (Transport::TcpOneshot, true) => "tls oneshot",
     };
     let load = match c.rate {
         Some(rate) => format!("open loop at {rate} msg/s"),
