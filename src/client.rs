@@ -66,6 +66,15 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// TLS failed after the handshake: in TLS 1.3 a server refuses a
+    /// client certificate only once the client has sent its request.
+    #[error("tls {addr}: {reason}")]
+    Tls {
+        /// The server's address.
+        addr: SocketAddr,
+        /// Why, in words ([`crate::tls::describe_client_failure`]).
+        reason: String,
+    },
     /// Nothing came back over UDP after every try.
     #[error("no reply from udp {target}: {reasons}")]
     NoReply {
@@ -442,6 +451,10 @@ impl TcpClient {
                         ),
                     );
                     return Err(Attempt::Failed(io_error("awaiting the reply", e)));
+                }
+                Err(e) if crate::tls::inner_error(&e).is_some() => {
+                    let reason = crate::tls::describe_client_failure(&e);
+                    return Err(Attempt::Failed(ClientError::Tls { addr, reason }));
                 }
                 Err(e) if reply.is_empty() && is_connection_gone(&e) => {
                     return Err(Attempt::NothingBack(io_error("awaiting the reply", e)));

@@ -5,6 +5,7 @@
 pub mod balancer;
 pub mod proxy;
 pub mod text;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct Server {
     pub tcp: Vec<SocketAddr>,
     /// Where it listens on UDP.
     pub udp: Vec<SocketAddr>,
+    /// Where it listens for TLS.
+    pub tls: Vec<SocketAddr>,
     /// Lines the server printed to stdout after its addresses.
     stdout: mpsc::Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
@@ -70,11 +73,14 @@ impl Server {
     fn spawn(command: Command, args: &[&str]) -> Server {
         let listens = args.iter().filter(|a| **a == "--listen").count();
         let listens = if listens == 0 { 2 } else { listens };
-        let protocols = if args.contains(&"--udp") || args.contains(&"--tcp") {
+        let mut protocols = if args.contains(&"--udp") || args.contains(&"--tcp") {
             1
         } else {
             2
         };
+        if args.contains(&"--tls-cert") {
+            protocols += 1;
+        }
         Self::spawn_listening_on(command, listens * protocols)
     }
 
@@ -119,11 +125,12 @@ impl Server {
             child,
             tcp: Vec::new(),
             udp: Vec::new(),
+            tls: Vec::new(),
             stdout: rx,
             stderr: Some(stderr),
             stderr_lines,
         };
-        while server.tcp.len() + server.udp.len() < sockets {
+        while server.tcp.len() + server.udp.len() + server.tls.len() < sockets {
             let line = server
                 .stdout
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -137,6 +144,7 @@ impl Server {
             match proto {
                 "tcp" => server.tcp.push(addr),
                 "udp" => server.udp.push(addr),
+                "tls" => server.tls.push(addr),
                 other => panic!("unknown protocol {other}"),
             }
         }
@@ -172,6 +180,11 @@ impl Server {
     /// The TCP address on ::1.
     pub fn tcp6(&self) -> SocketAddr {
         find(&self.tcp, false)
+    }
+
+    /// The TLS address on 127.0.0.1.
+    pub fn tls4(&self) -> SocketAddr {
+        find(&self.tls, true)
     }
 
     /// The UDP address on 127.0.0.1.

@@ -1,0 +1,486 @@
+//! TLS: the server's TLS port against upcase's own client, ping and bench
+//! and against a bare rustls client driven byte by byte; bad certificates,
+//! bad peers, reloading and mutual TLS. Real peers (openssl, ncat) are in
+//! `tls_peers.rs`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Output;
+use std::time::Duration;
+
+use common::tls::Pki;
+use common::{PATIENCE, Server, counter, run_with_input, upcase};
+use upcase::tls::ClientTls;
+use upcase::tls::rustls::{ClientConnection, StreamOwned};
+
+/// `upcase server` with TLS from `pki` (its `server` pair) and `args`.
+fn tls_server(pki: &Pki, args: &[&str]) -> Server {
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let mut all = vec![
+        "--tcp",
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    all.extend_from_slice(args);
+    Server::start(&all)
+}
+
+/// `upcase client` with `args`, `input` on stdin.
+fn client(args: &[&str], input: &[u8]) -> Output {
+    let mut command = upcase();
+    command.arg("client").args(args);
+    run_with_input(command, input)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A bare rustls client that trusts `ca`, connected and done shaking hands.
+fn rustls_client(
+    pki: &Pki,
+    ca: &str,
+    addr: SocketAddr,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let settings = ClientTls {
+        ca: Some(pki.dir.join(ca)),
+        ..ClientTls::default()
+    };
+    let config = settings.config().unwrap();
+    let name = settings.server_name("localhost").unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp.set_write_timeout(Some(PATIENCE)).unwrap();
+    let mut stream = StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    stream
+}
+
+/// Sends `line` and reads one reply line.
+fn ask(stream: &mut StreamOwned<ClientConnection, TcpStream>, line: &str) -> String {
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).unwrap();
+    reply
+}
+
+#[test]
+fn the_client_over_tls_gets_replies_and_the_plain_port_keeps_serving() {
+    let pki = Pki::new("basic");
+    let server = tls_server(&pki, &[]);
+    let port = server.tls4().port().to_string();
+    let out = client(
+        &[
+            "--tls",
+            "--ca",
+            &pki.path("ca.pem"),
+            "-p",
+            &port,
+            "localhost",
+        ],
+        b"hello tls\nsecond line\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HELLO TLS\nSECOND LINE\n");
+    // The same over IPv6 by address: the certificate names ::1.
+    let port6 = server.tls[0].port().to_string();
+    let out = client(
+        &["--tls", "--ca", &pki.path("ca.pem"), "-p", &port6, "::1"],
+        b"six\n",
+    );
+    assert_eq!(text(&out.stdout), "SIX\n", "{}", text(&out.stderr));
+    let plain = server.tcp4().port().to_string();
+    let out = client(&["-p", &plain, "127.0.0.1"], b"plain\n");
+    assert_eq!(text(&out.stdout), "PLAIN\n");
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "tls_handshakes"), 2);
+    assert_eq!(counter(&log, "tcp_connections"), 3);
+    assert_eq!(counter(&log, "tcp_lines_out"), 4);
+}
+
+#[test]
+fn each_verification_failure_is_one_line_naming_its_reason() {
+    let pki = Pki::new("verify");
+    let server = tls_server(&pki, &[]);
+    let port = server.tls4().port().to_string();
+    let ca = pki.path("ca.pem");
+    let cases: [(&[&str], &str); 3] = [
+        // The system's roots do not include the test CA.
+        (&["--tls", "-p", &port, "localhost"], "unknown issuer"),
+        (
+            &[
+                "--tls",
+                "--ca",
+                &pki.path("other-ca.pem"),
+                "-p",
+                &port,
+                "localhost",
+            ],
+            "unknown issuer",
+        ),
+        (
+            &[
+                "--tls",
+                "--ca",
+                &ca,
+                "--sni",
+                "elsewhere.test",
+                "-p",
+                &port,
+                "127.0.0.1",
+            ],
+            "name mismatch",
+        ),
+    ];
+    for (args, reason) in cases {
+        let out = client(args, b"x\n");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("certificate verification failed"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    let (_, log) = server.stop();
+    // Each refusal reached the server as the client's alert.
+    assert_eq!(counter(&log, "tls_failed_alert"), 3);
+}
+
+#[test]
+fn an_expired_certificate_is_refused_and_insecure_says_it_checks_nothing() {
+    let pki = Pki::new("expired");
+    let (cert, key) = (pki.path("expired.pem"), pki.path("expired.key"));
+    let server = Server::start(&[
+        "--tcp",
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let port = server.tls4().port().to_string();
+    let out = client(
+        &[
+            "--tls",
+            "--ca",
+            &pki.path("ca.pem"),
+            "-p",
+            &port,
+            "localhost",
+        ],
+        b"x\n",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("certificate verification failed: expired"),
+        "{stderr}"
+    );
+
+    let out = client(
+        &["--tls", "--insecure", "-p", &port, "localhost"],
+        b"anyway\n",
+    );
+    assert_eq!(text(&out.stdout), "ANYWAY\n");
+    assert!(
+        text(&out.stderr).contains("warning: --insecure"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_plain_client_on_the_tls_port_is_told_in_plaintext_and_counted() {
+    let pki = Pki::new("plaintext");
+    let server = tls_server(&pki, &[]);
+    let mut plain = TcpStream::connect(server.tls4()).unwrap();
+    plain.set_read_timeout(Some(PATIENCE)).unwrap();
+    plain.write_all(b"hello\n").unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("upcase: this port speaks TLS"),
+        "{answer:?}"
+    );
+    assert!(answer.ends_with('\n'));
+    // The server serves TLS on.
+    let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
+    assert_eq!(ask(&mut tls, "still here"), "STILL HERE\n");
+    drop(tls);
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "tls_failed_not_tls"), 1);
+    assert_eq!(counter(&log, "tls_handshakes"), 1);
+}
+
+#[test]
+fn junk_records_silence_and_half_handshakes_cost_the_server_nothing_lasting() {
+    let pki = Pki::new("junk");
+    let server = tls_server(&pki, &["--tls-handshake-timeout", "300ms"]);
+    let addr = server.tls4();
+    // A handshake record header, then garbage.
+    let mut junk = TcpStream::connect(addr).unwrap();
+    junk.set_read_timeout(Some(PATIENCE)).unwrap();
+    junk.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = junk.read_to_end(&mut rest); // Closed: an alert, or a reset.
+    // Silent after connecting, and silent after half a record: both closed
+    // at the handshake timeout.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    for stream in [&mut silent, &mut half] {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut got = Vec::new();
+        let n = stream.read_to_end(&mut got).expect("closed by the server");
+        assert_eq!(n, 0, "nothing is sent to a client that never shook hands");
+    }
+    let mut tls = rustls_client(&pki, "ca.pem", addr);
+    assert_eq!(ask(&mut tls, "fine"), "FINE\n");
+    drop(tls);
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "tls_failed_timeout"), 2, "{log}");
+    assert_eq!(counter(&log, "tls_failed_not_tls"), 1, "{log}");
+    assert_eq!(counter(&log, "tcp_open"), 0);
+}
+
+#[test]
+fn a_tls_client_that_never_reads_is_closed_at_the_write_timeout() {
+    let pki = Pki::new("noread");
+    let server = tls_server(&pki, &["--write-timeout", "300ms"]);
+    let mut stuck = rustls_client(&pki, "ca.pem", server.tls4());
+    stuck.sock.set_nonblocking(true).unwrap();
+    // Write lines without reading until neither socket buffer takes more:
+    // then the server is stuck writing a reply nobody reads.
+    let line = [b'a'; 1023]
+        .iter()
+        .chain(b"\n")
+        .copied()
+        .collect::<Vec<u8>>();
+    let mut stalled_since = None;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < deadline {
+        let _ = stuck.conn.writer().write(&line);
+        match stuck.conn.write_tls(&mut stuck.sock) {
+            Ok(_) => stalled_since = None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => break, // Closed by the server already.
+        }
+    }
+    await_counter(&server, "tcp_write_stalled", 1);
+    let mut other = rustls_client(&pki, "ca.pem", server.tls4());
+    assert_eq!(ask(&mut other, "others are served"), "OTHERS ARE SERVED\n");
+    drop(other);
+    drop(stuck);
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "tcp_write_stalled"), 1, "{log}");
+}
+
+/// Waits until the server's counter `name` reaches `value`, reading the
+/// counters SIGUSR1 has it log.
+fn await_counter(server: &Server, name: &str, value: u64) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        server.signal(libc::SIGUSR1);
+        let line = server.wait_log("SIGUSR1 received");
+        if counter(&line, name) == value {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never reached {value}: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_and_keeps_a_good_one() {
+    let pki = Pki::new("reload");
+    let (cert, key) = (pki.path("live.pem"), pki.path("live.key"));
+    std::fs::copy(pki.path("server.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    let server = Server::start(&[
+        "--tcp",
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let presented = |stream: &StreamOwned<ClientConnection, TcpStream>| {
+        stream.conn.peer_certificates().unwrap()[0].to_vec()
+    };
+    let mut before = rustls_client(&pki, "ca.pem", server.tls4());
+    assert_eq!(presented(&before), pki.der("server.pem"));
+
+    // Renewal: the new pair replaces the files, then SIGHUP.
+    std::fs::copy(pki.path("server2.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("server2.key"), &key).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_log("TLS certificate and key read again");
+    let after = rustls_client(&pki, "ca.pem", server.tls4());
+    assert_eq!(presented(&after), pki.der("server2.pem"));
+    // The connection from before is untouched.
+    assert_eq!(ask(&mut before, "old session"), "OLD SESSION\n");
+
+    // A broken file: the last good pair stays.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    server.signal(libc::SIGHUP);
+    let warning = server.wait_log("keeping the last good certificate");
+    assert!(warning.contains("live.pem"), "{warning}");
+    let mut later = rustls_client(&pki, "ca.pem", server.tls4());
+    assert_eq!(presented(&later), pki.der("server2.pem"));
+    assert_eq!(ask(&mut later, "served"), "SERVED\n");
+}
+
+#[test]
+fn mutual_tls_serves_a_signed_client_and_refuses_the_others() {
+    let pki = Pki::new("mutual");
+    let client_ca = pki.path("client-ca.pem");
+    let server = tls_server(&pki, &["--tls-client-ca", &client_ca]);
+    let port = server.tls4().port().to_string();
+    let ca = pki.path("ca.pem");
+    let base = ["--tls", "--ca", ca.as_str(), "-p", port.as_str()];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push("localhost");
+        client(&args, b"who\n")
+    };
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let out = with(&["--cert", &cert, "--key", &key]);
+    assert_eq!(text(&out.stdout), "WHO\n", "{}", text(&out.stderr));
+
+    let out = with(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("requires a client certificate"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (rogue, rogue_key) = (pki.path("rogue.pem"), pki.path("rogue.key"));
+    let out = with(&["--cert", &rogue, "--key", &rogue_key]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("refused the client certificate"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "tls_handshakes"), 1);
+    assert_eq!(counter(&log, "tls_failed_client_cert"), 2, "{log}");
+}
+
+#[test]
+fn bad_tls_files_stop_the_server_at_start_with_one_line() {
+    let pki = Pki::new("badfiles");
+    let cert = pki.path("server.pem");
+    let cases = [
+        (pki.path("server.pem"), "no private key in it"),
+        (pki.path("client.key"), "key"), // Another certificate's key.
+        ("/nonexistent.key".to_owned(), "no such file"),
+    ];
+    for (key, expected) in cases {
+        let out = run_with_input(
+            {
+                let mut c = upcase();
+                c.args([
+                    "server",
+                    "-p",
+                    "0",
+                    "--tls-port",
+                    "0",
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                ]);
+                c
+            },
+            b"",
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key}: {stderr}");
+        assert!(stderr.contains(expected), "{key}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // --tls-cert without --tls-key is a usage error.
+    let out = run_with_input(
+        {
+            let mut c = upcase();
+            c.args(["server", "--tls-cert", &cert]);
+            c
+        },
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bench_and_ping_over_tls_report_the_handshake_apart() {
+    let pki = Pki::new("bench");
+    let server = tls_server(&pki, &[]);
+    let target = format!(
+        "127.0.0.1 -p {} --tls --ca {}",
+        server.tls4().port(),
+        pki.path("ca.pem")
+    );
+    let (ok, report) = common::bench(&format!("{target} --tcp -c 4 --pipeline 4 -n 2000"));
+    assert!(ok, "{report}");
+    let counts = common::counts(&report);
+    assert_eq!((counts["received"], counts["mismatched"]), (2000, 0));
+    assert!(
+        report["handshake"].is_null(),
+        "persistent: no handshake series"
+    );
+
+    let (ok, report) = common::bench(&format!("{target} --tcp --mode oneshot -c 4 -n 200"));
+    assert!(ok, "{report}");
+    let counts = common::counts(&report);
+    assert_eq!((counts["received"], counts["mismatched"]), (200, 0));
+    assert!(
+        report["handshake"]["p50_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(report["handshakes_per_second"].as_f64().unwrap() > 0.0);
+
+    let mut ping = upcase();
+    ping.args(["ping", "--tcp", "--tls", "--ca", &pki.path("ca.pem")])
+        .args(["-c", "3", "-i", "0.05", "--json", "-p"])
+        .arg(server.tls4().port().to_string())
+        .arg("localhost");
+    let out = run_with_input(ping, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["protocol"], "tls");
+    assert!(report["handshake_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["received"], 3, "{report}");
+    let (_, log) = server.stop();
+    // 4 persistent, 200 one-shot (plus any retried), 1 ping.
+    assert!(counter(&log, "tls_handshakes") >= 205, "{log}");
+    assert_eq!(
+        counter(&log, "tls_failed_io") + counter(&log, "tls_failed_protocol"),
+        0
+    );
+}
