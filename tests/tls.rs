@@ -48,13 +48,17 @@ fn rustls_client(
     ca: &str,
     addr: SocketAddr,
 ) -> StreamOwned<ClientConnection, TcpStream> {
+    rustls_over(pki, ca, TcpStream::connect(addr).unwrap())
+}
+
+/// As [`rustls_client`], over a connection already made.
+fn rustls_over(pki: &Pki, ca: &str, tcp: TcpStream) -> StreamOwned<ClientConnection, TcpStream> {
     let settings = ClientTls {
         ca: Some(pki.dir.join(ca)),
         ..ClientTls::default()
     };
     let config = settings.config().unwrap();
     let name = settings.server_name("localhost").unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(PATIENCE)).unwrap();
     tcp.set_write_timeout(Some(PATIENCE)).unwrap();
     let mut stream = StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp);
@@ -483,4 +487,66 @@ fn bench_and_ping_over_tls_report_the_handshake_apart() {
         counter(&log, "tls_failed_io") + counter(&log, "tls_failed_protocol"),
         0
     );
+}
+
+#[test]
+fn behind_a_proxy_the_header_comes_first_and_names_the_tls_client() {
+    let pki = Pki::new("proxied");
+    let server = tls_server(
+        &pki,
+        &["--proxy-protocol", "--trusted-proxy", "127.0.0.1/32", "-v"],
+    );
+    // What HAProxy's send-proxy does in front of a TLS backend: the header
+    // in plaintext, then the client's TLS bytes.
+    let mut tcp = TcpStream::connect(server.tls4()).unwrap();
+    tcp.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 12443\r\n")
+        .unwrap();
+    let mut tls = rustls_over(&pki, "ca.pem", tcp);
+    assert_eq!(ask(&mut tls, "via proxy"), "VIA PROXY\n");
+    drop(tls);
+    let line = server.wait_log("TLS connection closed by client");
+    assert!(line.contains("peer=192.0.2.7:40000"), "{line}");
+}
+
+#[test]
+fn tls_settings_come_from_the_environment_and_the_config_file_too() {
+    let pki = Pki::new("settings");
+    let mut from_env = upcase();
+    from_env
+        .args([
+            "server",
+            "-p",
+            "0",
+            "--listen",
+            "127.0.0.1",
+            "--tcp",
+            "--tls-port",
+            "0",
+        ])
+        .env("UPCASE_SERVER_TLS_CERT", pki.path("server.pem"))
+        .env("UPCASE_SERVER_TLS_KEY", pki.path("server.key"));
+    let config = pki.dir.join("upcase.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ntls-cert = {:?}\ntls-key = {:?}\ntls-port = 0\n",
+            pki.path("server.pem"),
+            pki.path("server.key")
+        ),
+    )
+    .unwrap();
+    let mut from_file = upcase();
+    from_file.arg("--config").arg(&config).args([
+        "server",
+        "-p",
+        "0",
+        "--listen",
+        "127.0.0.1",
+        "--tcp",
+    ]);
+    for command in [from_env, from_file] {
+        let server = Server::spawn_listening_on(command, 2);
+        let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
+        assert_eq!(ask(&mut tls, "configured"), "CONFIGURED\n");
+    }
 }

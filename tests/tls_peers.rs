@@ -300,3 +300,52 @@ fn the_server_takes_openssl_keys_and_checks_client_certificates_from_openssl() {
     assert_eq!(counter(&log, "tls_handshakes"), 1, "{log}");
     assert_eq!(counter(&log, "tls_failed_client_cert"), 1, "{log}");
 }
+
+#[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd); .ci/run installs it"]
+fn socket_activation_passes_the_tls_port_by_its_number() {
+    let pki = Pki::new("activation");
+    let (plain, tls) = (free_port(), free_port());
+    let mut activate = Command::new("systemd-socket-activate");
+    activate
+        .args([
+            "-l",
+            &format!("127.0.0.1:{plain}"),
+            "-l",
+            &format!("127.0.0.1:{tls}"),
+        ])
+        .arg(env!("CARGO_BIN_EXE_upcase"))
+        .args(["server", "--tls-port", &tls.to_string()])
+        .args([
+            "--tls-cert",
+            &pki.path("server.pem"),
+            "--tls-key",
+            &pki.path("server.key"),
+        ]);
+    // systemd-socket-activate starts the server at the first connection;
+    // until it listens, the client is refused and tries again.
+    let (ca, port) = (pki.path("ca.pem"), tls.to_string());
+    let first = std::thread::spawn(move || {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut client = upcase();
+            client.args(["client", "--tls", "--ca", &ca, "-p", &port, "127.0.0.1"]);
+            let out = run_with_input(client, b"activated\n");
+            if out.status.success() || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let server = Server::spawn_listening_on(activate, 2);
+    assert_eq!(
+        server.tls,
+        [std::net::SocketAddr::from(([127, 0, 0, 1], tls))]
+    );
+    assert_eq!(server.tcp.len(), 1);
+    let out = first.join().unwrap();
+    assert_eq!(text(&out.stdout), "ACTIVATED\n", "{}", text(&out.stderr));
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(counter(&log, "tls_handshakes"), 1);
+}
