@@ -21,6 +21,12 @@ The latency comparisons use sockperf's own client (`sockperf ping-pong`, one
 echo is ignored by sockperf's client), and compare the p50 and p99 it
 reports. They need the sockperf package and are skipped without it.
 
+The TLS comparisons put upcase's own TLS port against what a user would
+otherwise deploy: nginx terminating TLS (stream module, one worker) in front
+of plain upcase, both on the server CPU, their CPU added up. Certificates
+are made at start with openssl (ECDSA P-256 and RSA 2048, a throwaway CA);
+they need nginx with its stream module and are skipped without it.
+
 --against compares this build with another upcase binary (say, one built
 from the previous commit) under every load instead of with the baselines:
 the way to tell whether a change made the server faster.
@@ -35,6 +41,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +50,9 @@ UPCASE = RELEASE / "upcase"
 FLOOR = RELEASE / "floor_server"
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CPU, LOAD_CPU = "0", "1"
+NGINX_STREAM = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+# Throwaway certificates for the TLS comparisons, made by make_pki().
+PKI = Path(tempfile.mkdtemp(prefix="upcase-bench-pki-"))
 
 
 def upcase_server(port, binary=UPCASE, threads=1):
@@ -74,6 +84,56 @@ def upcase_threads(threads, *extra):
     return lambda port: [*upcase_server(port, threads=threads), *extra]
 
 
+def make_pki():
+    """A CA and two server certificates it signed (ECDSA P-256, RSA 2048)
+    for 127.0.0.1, in PKI."""
+    script = """
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj /CN=bench-ca -keyout ca.key -out ca.pem
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout ecdsa.key -out ecdsa.csr
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout rsa.key -out rsa.csr
+    for k in ecdsa rsa; do
+        openssl x509 -req -in $k.csr -CA ca.pem -CAkey ca.key -days 1 -extfile san.ext -out $k.pem
+    done
+    """
+    subprocess.run(["sh", "-ec", script], cwd=PKI, check=True, capture_output=True)
+
+
+def upcase_tls(key):
+    """upcase's own TLS port (the load's port); its plain port unused."""
+    def start(port):
+        return [[*upcase_server(free_port()), "--tcp", "--tls-port", str(port),
+                 "--tls-cert", str(PKI / f"{key}.pem"), "--tls-key", str(PKI / f"{key}.key")]]
+    return start
+
+
+def nginx_tls(key):
+    """nginx terminating TLS on the load's port, one worker, proxying to a
+    plain upcase: the deployment upcase's TLS replaces."""
+    def start(port):
+        plain = free_port()
+        conf = PKI / f"nginx-{port}.conf"
+        conf.write_text(f"""daemon off;
+worker_processes 1;
+pid {PKI}/nginx-{port}.pid;
+error_log {PKI}/nginx-{port}.log warn;
+load_module {NGINX_STREAM};
+events {{ worker_connections 4096; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {PKI}/{key}.pem;
+        ssl_certificate_key {PKI}/{key}.key;
+        proxy_pass 127.0.0.1:{plain};
+    }}
+}}
+""")
+        return [[*upcase_server(plain), "--tcp"], ["nginx", "-e", "stderr", "-c", str(conf)]]
+    return start
+
+
 SERVERS = {
     "upcase": upcase_server,
     "upcase-2t": upcase_threads(2),
@@ -89,8 +149,18 @@ SERVERS = {
     "textbook-tcp": textbook("TCPServer.py"),
 }
 
+# Servers of more than one process, the load on the first's port: name ->
+# function(port) -> commands, each started on the server CPU.
+STACKS = {
+    "upcase-tls": upcase_tls("ecdsa"),
+    "upcase-tls-rsa": upcase_tls("rsa"),
+    "nginx-tls": nginx_tls("ecdsa"),
+    "nginx-tls-rsa": nginx_tls("rsa"),
+}
+
 # name, bench arguments, [(A, B, what is compared, target)]
-# A target is (metric, "<=" | ">=", bound); metric "rate" or "cpu".
+# A target is (metric, "<=" | ">=", bound); metric "rate" or "cpu"; a row
+# shown for context has (metric, None, None).
 COMPARISONS = [
     ("udp-64B", "--udp -c 4 --pipeline 32 --size 64", [
         ("upcase", "recvmmsg-64", ("rate", ">=", 0.95)),
@@ -137,6 +207,23 @@ COMPARISONS = [
     ("stream-4x64B", "--tcp -c 4 --pipeline 256 --size 64", [
         ("upcase", "blocking-256k", ("rate", ">=", 1.0)),
     ]),
+    # TLS: upcase's own against nginx terminating TLS in front of plain
+    # upcase (CPU of both), with the same certificate and load generator.
+    ("tls-oneshot", "--tcp --tls --mode oneshot -c 2 --size 64", [
+        ("upcase-tls", "nginx-tls", ("cpu", "<=", 0.8)),
+    ]),
+    ("tls-oneshot-rsa", "--tcp --tls --mode oneshot -c 2 --size 64", [
+        ("upcase-tls-rsa", "nginx-tls-rsa", ("cpu", "<=", 0.8)),
+        # What the certificate's key costs: context, no target.
+        ("upcase-tls-rsa", "upcase-tls", ("cpu", None, None)),
+    ]),
+    ("tls-50x64B", "--tcp --tls -c 50 --size 64", [
+        ("upcase-tls", "nginx-tls", ("rate", ">=", 1.0)),
+        ("upcase-tls", "nginx-tls", ("cpu", "<=", 0.8)),
+    ]),
+    ("tls-stream-4x64KiB", "--tcp --tls -c 4 --pipeline 4 --size 65536", [
+        ("upcase-tls", "nginx-tls", ("rate", ">=", 0.9)),
+    ]),
     ("oneshot", "--tcp --mode oneshot -c 2 --size 64", [
         ("upcase", "floor", ("cpu", "<=", 1.05)),
         ("upcase", "tokio", ("rate", ">=", 1.2)),
@@ -161,10 +248,28 @@ READY_MARKERS = {"sockperf-udp": "to block on socket", "sockperf-tcp": "to block
 
 
 def cpu_seconds(pid):
-    """User + system CPU time of process `pid` (all its threads) so far."""
+    """User + system CPU time of process `pid` (all its threads) and of its
+    children (nginx's worker) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # After the command: state is field 3; utime and stime are fields 14, 15.
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    total = (int(fields[11]) + int(fields[12])) / TICKS
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    return total
+
+
+def wait_connectable(port):
+    import socket
+    import time
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    sys.exit(f"nothing listens on {port}")
 
 
 def free_port():
@@ -186,22 +291,31 @@ def wait_ready(proc, marker=None):
 @contextlib.contextmanager
 def serving(server):
     """Starts `server` pinned to the server CPU on a free port, waits until it
-    is ready, and yields (process, port); kills it afterwards."""
+    is ready, and yields (processes, port); kills them afterwards."""
     port = free_port()
     cpus = f"{SERVER_CPU},{LOAD_CPU}" if server in BOTH_CPUS else SERVER_CPU
-    command = ["taskset", "-c", cpus, *SERVERS[server](port)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    commands = STACKS[server](port) if server in STACKS else [SERVERS[server](port)]
+    procs = []
     try:
-        wait_ready(proc, READY_MARKERS.get(server))
-        yield proc, port
+        for command in commands:
+            proc = subprocess.Popen(["taskset", "-c", cpus, *command],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            if command[0] != "nginx":
+                wait_ready(proc, READY_MARKERS.get(server))
+        wait_connectable(port)
+        yield procs, port
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        for proc in procs:
+            # nginx's master stops its worker on SIGTERM; SIGKILL would
+            # leave the worker behind.
+            proc.send_signal(signal.SIGTERM if proc.args[3] == "nginx" else signal.SIGKILL)
+            proc.wait()
 
 
 def latency_once(server, client_args, seconds):
     """One sockperf ping-pong run: returns (p50, p99) in microseconds."""
-    with serving(server) as (_, port):
+    with serving(server) as (_procs, port):
         client = ["taskset", "-c", LOAD_CPU, "sockperf", "ping-pong", "-i", "127.0.0.1",
                   "-p", str(port), "-m", "64", "-t", str(max(1, round(seconds))), *client_args]
         out = subprocess.run(client, capture_output=True, text=True, timeout=seconds + 60)
@@ -243,13 +357,14 @@ def run_latency(args, rows, runs):
 
 def run_once(server, load, seconds):
     """One run: returns (replies per second, server CPU seconds per reply)."""
-    with serving(server) as (proc, port):
+    with serving(server) as (procs, port):
+        tls = ["--ca", str(PKI / "ca.pem")] if "--tls" in load.split() else []
         bench = ["taskset", "-c", LOAD_CPU, str(UPCASE), "-q", "bench", "127.0.0.1",
-                 "--port", str(port), *load.split(), "-d", f"{seconds}s", "--threads", "1",
-                 "--timeout", "2s", "--json"]
-        before = cpu_seconds(proc.pid)
+                 "--port", str(port), *load.split(), *tls, "-d", f"{seconds}s",
+                 "--threads", "1", "--timeout", "2s", "--json"]
+        before = sum(cpu_seconds(p.pid) for p in procs)
         out = subprocess.run(bench, capture_output=True, text=True, timeout=seconds + 60)
-        after = cpu_seconds(proc.pid)
+        after = sum(cpu_seconds(p.pid) for p in procs)
         report = json.loads(out.stdout)
     counts = report["counts"]
     if counts["mismatched"] or counts["unexpected"]:
@@ -279,12 +394,16 @@ def main():
         SERVERS["against"] = lambda port: upcase_server(port, binary)
         comparisons = [(name, load, [("upcase", "against", ("rate", ">=", 1.0)),
                                      ("upcase", "against", ("cpu", "<=", 1.0))])
-                       for name, load, _ in COMPARISONS]
+                       for name, load, _ in COMPARISONS if not name.startswith("tls-")]
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "upcase", "--examples"],
                    cwd=ROOT, check=True)
     subprocess.run(["cc", "-O2", "-Wall", "-o", str(FLOOR), str(ROOT / "benchmarks" / "floor_server.c")],
                    check=True)
+    make_pki()
+    if shutil.which("nginx") is None or not NGINX_STREAM.exists():
+        print("# nginx with its stream module not installed: TLS comparisons skipped", flush=True)
+        comparisons = [c for c in comparisons if not c[0].startswith("tls-")]
     print(f"# {os.cpu_count()} CPUs; server on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}; "
           f"{args.pairs} pairs of {args.seconds:g} s runs, A B A B", flush=True)
     rows, runs = [], []
@@ -309,12 +428,15 @@ def main():
                 if (ca, cb) != (a, b):
                     continue
                 med = statistics.median(ratio[metric])
-                met = med >= bound if op == ">=" else med <= bound
+                if op is None:
+                    target, met = "(context)", "-"
+                else:
+                    target = f"{op} {bound}"
+                    met = "yes" if (med >= bound if op == ">=" else med <= bound) else "NO"
                 a_med = statistics.median(r[0 if metric == "rate" else 1] for r in results[a])
                 b_med = statistics.median(r[0 if metric == "rate" else 1] for r in results[b])
                 unit = (lambda v: f"{v:,.0f}/s") if metric == "rate" else (lambda v: f"{v * 1e6:.2f} us")
-                rows.append((name, f"{metric} {a}/{b}", fmt_ratio(ratio[metric]),
-                             f"{op} {bound}", "yes" if met else "NO",
+                rows.append((name, f"{metric} {a}/{b}", fmt_ratio(ratio[metric]), target, met,
                              f"{unit(a_med)} vs {unit(b_med)}"))
     if not args.against:
         run_latency(args, rows, runs)

@@ -228,7 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         threads: args.threads,
         offload: args.gso,
-        tls: args.tls.connect(&host)?,
+        tls: args.tls.connect(&host)?.map(full_handshakes),
     };
     config.validate().map_err(super::UsageError)?;
     let earlier = args
@@ -448,6 +448,16 @@ fn drive(config: Config, progress: bool, live: Option<Live>) -> anyhow::Result<(
 
 /// `udp 127.0.0.1:12000, 4 connections x 16 in flight, 64-byte requests,
 /// closed loop, 10s`.
+/// Every connection of a run makes a full handshake: no session is
+/// resumed, so one-shot runs measure what a new client costs (a resumed
+/// handshake skips the certificate's signature).
+fn full_handshakes(mut tls: upcase::client::TlsConnect) -> upcase::client::TlsConnect {
+    let mut config = (*tls.config).clone();
+    config.resumption = upcase::tls::rustls::client::Resumption::disabled();
+    tls.config = std::sync::Arc::new(config);
+    tls
+}
+
 fn heading(c: &Config) -> String {
     let transport = match (c.transport, c.tls.is_some()) {
         (Transport::Udp, _) => "udp",

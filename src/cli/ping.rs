@@ -295,11 +295,15 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
                     let suite = session
                         .negotiated_cipher_suite()
                         .map(|s| format!("{:?}", s.suite()));
+                    let group = session
+                        .negotiated_key_exchange_group()
+                        .map(|g| format!("{:?}", g.name()));
                     writeln!(
                         out,
-                        "TLS handshake in {ms:.3} ms ({}, {})",
+                        "TLS handshake in {ms:.3} ms ({}, {}, {})",
                         version.as_deref().unwrap_or("?"),
-                        suite.as_deref().unwrap_or("?")
+                        suite.as_deref().unwrap_or("?"),
+                        group.as_deref().unwrap_or("?")
                     )?;
                 }
                 Box::new(stream)

@@ -53,6 +53,7 @@ impl Keys {
     /// Reads and checks the files: every problem is found here, at start,
     /// rather than at the first client.
     pub fn load(files: TlsFiles) -> Result<Keys, TlsError> {
+        material::warm_up();
         let config = server_config(&files)?;
         Ok(Keys {
             files,
