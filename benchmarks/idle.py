@@ -4,6 +4,7 @@ each one costs the server, then checks that every one is still answered.
 
     python3 benchmarks/idle.py [--connections 10000] [--per-process 6000]
     python3 benchmarks/idle.py --baseline tokio   # the same for a baseline
+    python3 benchmarks/idle.py --tls --connections 2000   # idle TLS sessions
 
 Starts the release server (--max-connections and --idle-timeout raised for
 the run), then client processes that each open up to --per-process
@@ -15,6 +16,11 @@ three times: before any connection,
 with every connection open and silent, and after each connection has
 exchanged one line and gone idle again. Exits non-zero unless every
 connection got its own line back, upper-cased.
+
+--tls makes every connection a TLS session (Python's ssl module, a
+throwaway ECDSA certificate made with openssl) to the server's TLS port: an
+idle TLS connection stays in its task with its rustls state, where a plain
+one is parked.
 """
 
 import argparse
@@ -23,9 +29,11 @@ import multiprocessing
 import os
 import selectors
 import socket
+import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 UPCASE = ROOT / "target" / "release" / "upcase"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SETTLE = 3  # seconds
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def rss_anon_bytes(pid):
@@ -69,15 +83,27 @@ def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def client(index, count, port, commands, results):
-    """One client process: opens `count` connections, then on each command
-    from the parent exchanges one line per connection or closes them."""
+def make_pki(dir):
+    """A self-signed ECDSA certificate for 127.0.0.1 in `dir`."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=idle",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", f"{dir}/key.pem",
+                    "-out", f"{dir}/cert.pem"], check=True, capture_output=True)
+
+
+def client(index, count, port, commands, results, ca=None):
+    """One client process: opens `count` connections (TLS sessions when `ca`
+    is given), then on each command from the parent exchanges one line per
+    connection or closes them."""
     source = f"127.0.0.{2 + index}"
     socks = []
+    context = ssl.create_default_context(cafile=ca) if ca else None
     try:
         for _ in range(count):
             s = socket.create_connection(("127.0.0.1", port), timeout=30,
                                          source_address=(source, 0))
+            if context:
+                s = context.wrap_socket(s, server_hostname="127.0.0.1")
             socks.append(s)
         results.put(("open", index, len(socks)))
         while (command := commands.get()) != "close":
@@ -95,6 +121,18 @@ def client(index, count, port, commands, results):
 def exchange(index, socks):
     """Sends one line on every connection, then reads every reply; returns
     how many connections got exactly their own line back, upper-cased."""
+    if socks and isinstance(socks[0], ssl.SSLSocket):
+        # One at a time: a non-blocking TLS socket's reads want more care
+        # than this count needs.
+        answered = 0
+        for n, s in enumerate(socks):
+            line = f"connection {index}-{n} still here\n".encode()
+            s.sendall(line)
+            got = b""
+            while len(got) < len(line) and (data := s.recv(4096)):
+                got += data
+            answered += got == line.upper()
+        return answered
     expected = {}
     for n, s in enumerate(socks):
         line = f"connection {index}-{n} still here\n".encode()
@@ -128,19 +166,27 @@ def main():
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--baseline", choices=["tokio"],
                         help="measure this baseline server (examples/) instead of upcase")
+    parser.add_argument("--tls", action="store_true", help="idle TLS sessions instead")
     args = parser.parse_args()
+    args.ca = None
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "upcase", "--examples"],
                    cwd=ROOT, check=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     if args.baseline:
         command = [str(UPCASE.parent / "examples" / f"baseline_{args.baseline}"), str(port)]
     else:
         command = [str(UPCASE), "-q", "server", "--tcp", "--listen", "127.0.0.1",
                    "--port", str(port), "--max-connections", str(args.connections),
                    "--idle-timeout", "10m"]
+    if args.tls:
+        pki = tempfile.mkdtemp(prefix="upcase-idle-")
+        make_pki(pki)
+        args.ca = f"{pki}/cert.pem"
+        plain, port = port, free_port()
+        command[command.index(str(plain))] = str(free_port())
+        command += ["--tls-port", str(port), "--tls-cert", args.ca,
+                    "--tls-key", f"{pki}/key.pem"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if not server.stdout.readline():
@@ -163,7 +209,8 @@ def measure(pid, port, args):
         shares.append(args.connections % args.per_process)
     commands = [multiprocessing.Queue() for _ in shares]
     results = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=client, args=(i, n, port, commands[i], results))
+    procs = [multiprocessing.Process(target=client,
+                                     args=(i, n, port, commands[i], results, args.ca))
              for i, n in enumerate(shares)]
     for p in procs:
         p.start()
