@@ -550,3 +550,68 @@ fn tls_settings_come_from_the_environment_and_the_config_file_too() {
         assert_eq!(ask(&mut tls, "configured"), "CONFIGURED\n");
     }
 }
+
+#[test]
+fn metrics_count_handshakes_and_failures_by_reason() {
+    let pki = Pki::new("metrics");
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let (server, metrics) = common::server_with_metrics(&[
+        "--tcp",
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
+    assert_eq!(ask(&mut tls, "counted"), "COUNTED\n");
+    let mut plain = TcpStream::connect(server.tls4()).unwrap();
+    plain.write_all(b"not tls\n").unwrap();
+    plain.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = plain.read_to_end(&mut Vec::new());
+    // The refused connection is counted as the server closes it: scrape
+    // until it is (bounded).
+    let failures = "upcase_tls_handshake_failures_total{reason=\"not_tls\"}";
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let (status, text) = common::get(metrics, "/metrics");
+        assert_eq!(status, 200);
+        if common::sample(&text, failures) == 1
+            && common::sample(&text, "upcase_tcp_connections_open") == 1
+        {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(common::sample(&text, "upcase_tls_handshakes_total"), 1);
+    assert_eq!(
+        common::sample(
+            &text,
+            "upcase_tls_handshake_seconds_count{protocol=\"tls\"}"
+        ),
+        1
+    );
+    assert_eq!(common::sample(&text, "upcase_tcp_connections_open"), 1);
+}
+
+#[test]
+fn the_tls_port_cannot_be_the_plain_port() {
+    let pki = Pki::new("sameport");
+    let mut command = upcase();
+    command.args(["server", "-p", "12999", "--tls-port", "12999"]);
+    command.args([
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+    ]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("a port of its own"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -273,6 +273,13 @@ fn longer_than_zero(s: &str) -> Result<humantime::Duration, String> {
 /// Runs the server until a signal stops it.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = args.config();
+    if args.tls_cert.is_some() && args.tls_port != 0 && args.tls_port == args.port {
+        return Err(super::UsageError(format!(
+            "--tls-port {} is the plain port too: give TLS a port of its own",
+            args.tls_port
+        ))
+        .into());
+    }
     config.tls = args.tls()?;
     anyhow::ensure!(
         config.max_connections > 0,

@@ -108,9 +108,12 @@ pub(super) async fn serve(
     Stats::add(&stats.tcp_connections, 1);
     Stats::add(&stats.tcp_open, 1);
     let started = Instant::now();
+    // The handshake first: one that has ended by the time shutdown begins
+    // is counted for what it was, not abandoned.
     let handshake = tokio::select! {
-        () = cx.shutdown.cancelled() => None,
+        biased;
         done = timeout(tls.handshake_timeout, handshake(stream, &tls)) => Some(done),
+        () = cx.shutdown.cancelled() => None,
     };
     match handshake {
         None => tracing::debug!(%peer, "TLS handshake abandoned for shutdown"),
