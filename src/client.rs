@@ -369,13 +369,16 @@ impl TcpClient {
     }
 
     /// True when the server has closed the connection (or sent bytes nobody
-    /// asked for, which are then reported and dropped).
-    fn server_closed(&mut self) -> bool {
+    /// asked for, which are then reported and dropped). A TLS alert waiting
+    /// there (a server refusing the client's certificate, which TLS 1.3
+    /// says after the client's handshake is done) is an error, not a close
+    /// to reconnect after.
+    fn server_closed(&mut self) -> Result<bool, ClientError> {
         let Some(stream) = self.stream.as_mut() else {
-            return true;
+            return Ok(true);
         };
         if stream.tcp().set_nonblocking(true).is_err() {
-            return true;
+            return Ok(true);
         }
         let mut junk = [0u8; 1024];
         let closed = loop {
@@ -383,10 +386,19 @@ impl TcpClient {
                 Ok(0) => break true,
                 Ok(n) => tracing::warn!(bytes = n, "discarding bytes the server sent unasked"),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if crate::tls::inner_error(&e).is_some() => {
+                    let addr = stream
+                        .tcp()
+                        .peer_addr()
+                        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+                    self.stream = None;
+                    let reason = crate::tls::describe_client_failure(&e);
+                    return Err(ClientError::Tls { addr, reason });
+                }
                 Err(_) => break true,
             }
         };
-        closed || stream.tcp().set_nonblocking(false).is_err()
+        Ok(closed || stream.tcp().set_nonblocking(false).is_err())
     }
 
     /// Sends `message` followed by `\n` and returns the reply, up to and
@@ -395,7 +407,7 @@ impl TcpClient {
     /// a message that got no reply byte at all before the connection dropped
     /// is sent once more on a new connection.
     pub fn request(&mut self, message: &[u8]) -> Result<Reply, ClientError> {
-        let mut reused = !self.server_closed();
+        let mut reused = !self.server_closed()?;
         if !reused {
             self.reconnect()?;
         }

@@ -17,18 +17,31 @@ use upcase::tls::rustls::{ClientConnection, StreamOwned};
 
 /// `upcase server` with TLS from `pki` (its `server` pair) and `args`.
 fn tls_server(pki: &Pki, args: &[&str]) -> Server {
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    tls_server_with(&pki.path("server.pem"), &pki.path("server.key"), args)
+}
+
+/// `upcase server` with TLS from the files `cert` and `key`, and `args`.
+fn tls_server_with(cert: &str, key: &str, args: &[&str]) -> Server {
     let mut all = vec![
         "--tcp",
         "--tls-port",
         "0",
         "--tls-cert",
-        &cert,
+        cert,
         "--tls-key",
-        &key,
+        key,
     ];
     all.extend_from_slice(args);
     Server::start(&all)
+}
+
+/// `upcase client --tls --ca CA -p PORT` with `args` (the host last),
+/// `input` on stdin.
+fn tls_client(ca: &str, port: u16, args: &[&str], input: &[u8]) -> Output {
+    let port = port.to_string();
+    let mut all = vec!["--tls", "--ca", ca, "-p", &port];
+    all.extend_from_slice(args);
+    client(&all, input)
 }
 
 /// `upcase client` with `args`, `input` on stdin.
@@ -80,26 +93,17 @@ fn ask(stream: &mut StreamOwned<ClientConnection, TcpStream>, line: &str) -> Str
 fn the_client_over_tls_gets_replies_and_the_plain_port_keeps_serving() {
     let pki = Pki::new("basic");
     let server = tls_server(&pki, &[]);
-    let port = server.tls4().port().to_string();
-    let out = client(
-        &[
-            "--tls",
-            "--ca",
-            &pki.path("ca.pem"),
-            "-p",
-            &port,
-            "localhost",
-        ],
+    let ca = pki.path("ca.pem");
+    let out = tls_client(
+        &ca,
+        server.tls4().port(),
+        &["localhost"],
         b"hello tls\nsecond line\n",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "HELLO TLS\nSECOND LINE\n");
     // The same over IPv6 by address: the certificate names ::1.
-    let port6 = server.tls[0].port().to_string();
-    let out = client(
-        &["--tls", "--ca", &pki.path("ca.pem"), "-p", &port6, "::1"],
-        b"six\n",
-    );
+    let out = tls_client(&ca, server.tls[0].port(), &["::1"], b"six\n");
     assert_eq!(text(&out.stdout), "SIX\n", "{}", text(&out.stderr));
     let plain = server.tcp4().port().to_string();
     let out = client(&["-p", &plain, "127.0.0.1"], b"plain\n");
@@ -115,37 +119,22 @@ fn each_verification_failure_is_one_line_naming_its_reason() {
     let pki = Pki::new("verify");
     let server = tls_server(&pki, &[]);
     let port = server.tls4().port().to_string();
-    let ca = pki.path("ca.pem");
-    let cases: [(&[&str], &str); 3] = [
+    let (ca, other_ca) = (pki.path("ca.pem"), pki.path("other-ca.pem"));
+    let sni = ["--sni", "elsewhere.test", "127.0.0.1"];
+    let cases: [(Vec<&str>, &str); 3] = [
         // The system's roots do not include the test CA.
-        (&["--tls", "-p", &port, "localhost"], "unknown issuer"),
+        (vec!["--tls", "-p", &port, "localhost"], "unknown issuer"),
         (
-            &[
-                "--tls",
-                "--ca",
-                &pki.path("other-ca.pem"),
-                "-p",
-                &port,
-                "localhost",
-            ],
+            vec!["--tls", "--ca", &other_ca, "-p", &port, "localhost"],
             "unknown issuer",
         ),
         (
-            &[
-                "--tls",
-                "--ca",
-                &ca,
-                "--sni",
-                "elsewhere.test",
-                "-p",
-                &port,
-                "127.0.0.1",
-            ],
+            [&["--tls", "--ca", &ca, "-p", &port][..], &sni].concat(),
             "name mismatch",
         ),
     ];
     for (args, reason) in cases {
-        let out = client(args, b"x\n");
+        let out = client(&args, b"x\n");
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -164,26 +153,12 @@ fn each_verification_failure_is_one_line_naming_its_reason() {
 #[test]
 fn an_expired_certificate_is_refused_and_insecure_says_it_checks_nothing() {
     let pki = Pki::new("expired");
-    let (cert, key) = (pki.path("expired.pem"), pki.path("expired.key"));
-    let server = Server::start(&[
-        "--tcp",
-        "--tls-port",
-        "0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-    ]);
+    let server = tls_server_with(&pki.path("expired.pem"), &pki.path("expired.key"), &[]);
     let port = server.tls4().port().to_string();
-    let out = client(
-        &[
-            "--tls",
-            "--ca",
-            &pki.path("ca.pem"),
-            "-p",
-            &port,
-            "localhost",
-        ],
+    let out = tls_client(
+        &pki.path("ca.pem"),
+        server.tls4().port(),
+        &["localhost"],
         b"x\n",
     );
     let stderr = text(&out.stderr);
@@ -323,15 +298,7 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_a_good_one() {
     let (cert, key) = (pki.path("live.pem"), pki.path("live.key"));
     std::fs::copy(pki.path("server.pem"), &cert).unwrap();
     std::fs::copy(pki.path("server.key"), &key).unwrap();
-    let server = Server::start(&[
-        "--tcp",
-        "--tls-port",
-        "0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-    ]);
+    let server = tls_server_with(&cert, &key, &[]);
     let presented = |stream: &StreamOwned<ClientConnection, TcpStream>| {
         stream.conn.peer_certificates().unwrap()[0].to_vec()
     };
@@ -363,15 +330,8 @@ fn mutual_tls_serves_a_signed_client_and_refuses_the_others() {
     let pki = Pki::new("mutual");
     let client_ca = pki.path("client-ca.pem");
     let server = tls_server(&pki, &["--tls-client-ca", &client_ca]);
-    let port = server.tls4().port().to_string();
-    let ca = pki.path("ca.pem");
-    let base = ["--tls", "--ca", ca.as_str(), "-p", port.as_str()];
-    let with = |extra: &[&str]| {
-        let mut args = base.to_vec();
-        args.extend_from_slice(extra);
-        args.push("localhost");
-        client(&args, b"who\n")
-    };
+    let (ca, port) = (pki.path("ca.pem"), server.tls4().port());
+    let with = |extra: &[&str]| tls_client(&ca, port, &[extra, &["localhost"]].concat(), b"who\n");
     let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
     let out = with(&["--cert", &cert, "--key", &key]);
     assert_eq!(text(&out.stdout), "WHO\n", "{}", text(&out.stderr));

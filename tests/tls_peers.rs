@@ -56,6 +56,27 @@ fn openssl_pki(pki: &Pki) {
     );
 }
 
+/// Starts `command` with its output discarded, killed when dropped, and
+/// waits until it accepts TCP connections on 127.0.0.1:`port`.
+fn listening(mut command: Command, port: u16) -> KillOnDrop {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    wait_listening(port);
+    child
+}
+
+/// `upcase client --tls --ca CA -p PORT HOST`, `input` on stdin.
+fn upcase_tls_client(ca: &str, port: u16, host: &str, input: &[u8]) -> Output {
+    let mut client = upcase();
+    client.args(["client", "--tls", "--ca", ca, "-p", &port.to_string(), host]);
+    run_with_input(client, input)
+}
+
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 fn wait_listening(port: u16) {
     let deadline = Instant::now() + PATIENCE;
@@ -181,59 +202,33 @@ fn the_client_works_against_openssl_s_server_and_an_ncat_listener() {
     // openssl s_server -rev answers each line reversed: a server upcase did
     // not write, with an RSA key in PKCS#1.
     let port = free_port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-quiet", "-rev", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-cert", &pki.path("rsa.pem"), "-key", &pki.path("rsa.key")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _s_server = KillOnDrop(child);
-    wait_listening(port);
-    let mut client = upcase();
-    client.args([
-        "client",
-        "--tls",
-        "--ca",
-        &ca,
-        "-p",
-        &port.to_string(),
-        "localhost",
-    ]);
-    let out = run_with_input(client, b"hello server\n");
+    let mut s_server = Command::new("openssl");
+    s_server
+        .args([
+            "s_server",
+            "-quiet",
+            "-rev",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["-cert", &pki.path("rsa.pem"), "-key", &pki.path("rsa.key")]);
+    let _s_server = listening(s_server, port);
+    let out = upcase_tls_client(&ca, port, "localhost", b"hello server\n");
     assert_eq!(text(&out.stdout), "revres olleh\n", "{}", text(&out.stderr));
 
     // An ncat listener upper-casing each line, with an EC key in SEC1.
     let port = free_port();
-    let child = Command::new("ncat")
-        .args(["--ssl", "-l", "-k", "127.0.0.1", &port.to_string()])
+    let mut ncat = Command::new("ncat");
+    ncat.args(["--ssl", "-l", "-k", "127.0.0.1", &port.to_string()])
         .args([
             "--ssl-cert",
             &pki.path("sec1.pem"),
             "--ssl-key",
             &pki.path("sec1.key"),
         ])
-        .args(["-c", "sed -u 's/.*/\\U&/'"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _ncat = KillOnDrop(child);
-    wait_listening(port);
-    let mut client = upcase();
-    client.args([
-        "client",
-        "--tls",
-        "--ca",
-        &ca,
-        "-p",
-        &port.to_string(),
-        "127.0.0.1",
-    ]);
-    let out = run_with_input(client, b"one\ntwo\n");
+        .args(["-c", "sed -u 's/.*/\\U&/'"]);
+    let _ncat = listening(ncat, port);
+    let out = upcase_tls_client(&ca, port, "127.0.0.1", b"one\ntwo\n");
     assert_eq!(text(&out.stdout), "ONE\nTWO\n", "{}", text(&out.stderr));
 }
 
@@ -252,12 +247,8 @@ fn the_server_takes_openssl_keys_and_checks_client_certificates_from_openssl() {
             "--tls-key",
             &pki.path(key),
         ]);
-        let mut client = upcase();
-        client
-            .args(["client", "--tls", "--ca", &pki.path("ossl-ca.pem"), "-p"])
-            .arg(server.tls4().port().to_string())
-            .arg("localhost");
-        let out = run_with_input(client, b"key format\n");
+        let port = server.tls4().port();
+        let out = upcase_tls_client(&pki.path("ossl-ca.pem"), port, "localhost", b"key format\n");
         assert_eq!(
             text(&out.stdout),
             "KEY FORMAT\n",
@@ -324,13 +315,11 @@ fn socket_activation_passes_the_tls_port_by_its_number() {
         ]);
     // systemd-socket-activate starts the server at the first connection;
     // until it listens, the client is refused and tries again.
-    let (ca, port) = (pki.path("ca.pem"), tls.to_string());
+    let ca = pki.path("ca.pem");
     let first = std::thread::spawn(move || {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let mut client = upcase();
-            client.args(["client", "--tls", "--ca", &ca, "-p", &port, "127.0.0.1"]);
-            let out = run_with_input(client, b"activated\n");
+            let out = upcase_tls_client(&ca, tls, "127.0.0.1", b"activated\n");
             if out.status.success() || Instant::now() > deadline {
                 return out;
             }
