@@ -514,16 +514,10 @@ fn tls_settings_come_from_the_environment_and_the_config_file_too() {
 #[test]
 fn metrics_count_handshakes_and_failures_by_reason() {
     let pki = Pki::new("metrics");
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let (server, metrics) = common::server_with_metrics(&[
-        "--tcp",
-        "--tls-port",
-        "0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-    ]);
+    let server = tls_server(&pki, &["--metrics", "0"]);
+    let line = server.next_line();
+    let url = line.strip_prefix("metrics on http://").unwrap();
+    let metrics: SocketAddr = url.strip_suffix("/metrics").unwrap().parse().unwrap();
     let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
     assert_eq!(ask(&mut tls, "counted"), "COUNTED\n");
     let mut plain = TcpStream::connect(server.tls4()).unwrap();
