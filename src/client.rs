@@ -401,6 +401,21 @@ impl TcpClient {
         Ok(closed || stream.tcp().set_nonblocking(false).is_err())
     }
 
+    /// Whether the server has refused the session since the handshake (in
+    /// TLS 1.3 a server refuses a client certificate only then): its alert
+    /// as an error. Waits for it at most a moment (a tenth of the timeout,
+    /// at most 100 ms) when nothing has arrived yet.
+    pub fn check_tls(&mut self) -> Result<(), ClientError> {
+        if let Some(stream) = &self.stream {
+            let wait = (self.timeout / 10).min(Duration::from_millis(100));
+            let _ = stream.tcp().set_read_timeout(Some(wait));
+            let mut byte = [0u8; 1];
+            let _ = stream.tcp().peek(&mut byte);
+            let _ = stream.tcp().set_read_timeout(Some(self.timeout));
+        }
+        self.server_closed().map(drop)
+    }
+
     /// Sends `message` followed by `\n` and returns the reply, up to and
     /// including its `\n`. If the server closed the connection since the
     /// last reply, connects again first. The transform is a pure function, so

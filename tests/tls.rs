@@ -145,9 +145,22 @@ fn each_verification_failure_is_one_line_naming_its_reason() {
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty());
     }
+    // ping and bench say it the same way, once.
+    for tool in [
+        &["ping", "--tcp", "-c", "1"][..],
+        &["bench", "--tcp", "-c", "8", "-n", "16"],
+    ] {
+        let mut command = upcase();
+        command.args(tool).args(["--tls", "-p", &port, "127.0.0.1"]);
+        let out = run_with_input(command, b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tool:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{tool:?}: {stderr}");
+        assert!(stderr.contains("unknown issuer"), "{tool:?}: {stderr}");
+    }
     let (_, log) = server.stop();
     // Each refusal reached the server as the client's alert.
-    assert_eq!(counter(&log, "tls_failed_alert"), 3);
+    assert_eq!(counter(&log, "tls_failed_alert"), 5);
 }
 
 #[test]

@@ -230,6 +230,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         offload: args.gso,
         tls: args.tls.connect(&host)?.map(full_handshakes),
     };
+    if let Some(tls) = &config.tls {
+        check_handshake(&host, port, address, tls, args.timeout)?;
+    }
     config.validate().map_err(super::UsageError)?;
     let earlier = args
         .compare
@@ -448,6 +451,23 @@ fn drive(config: Config, progress: bool, live: Option<Live>) -> anyhow::Result<(
 
 /// `udp 127.0.0.1:12000, 4 connections x 16 in flight, 64-byte requests,
 /// closed loop, 10s`.
+/// One handshake before the run: a certificate the client refuses (or a
+/// server that refuses the client's) is one line and exit status 1, not a
+/// warning from each connection as it gives up.
+fn check_handshake(
+    host: &str,
+    port: u16,
+    address: SocketAddr,
+    tls: &upcase::client::TlsConnect,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let target = format!("{host}:{port}");
+    let mut probe =
+        upcase::client::TcpClient::connect(&target, vec![address], timeout, 0, Some(tls.clone()))?;
+    probe.check_tls()?;
+    Ok(())
+}
+
 /// Every connection of a run makes a full handshake: no session is
 /// resumed, so one-shot runs measure what a new client costs (a resumed
 /// handshake skips the certificate's signature).
