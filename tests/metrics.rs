@@ -149,7 +149,7 @@ fn ready_turns_503_while_draining_and_other_paths_are_refused() {
 fn probes_are_answered_while_others_hold_connections_to_the_endpoint() {
     use std::io::Write;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let (server, metrics) = server_with_metrics(&[]);
 
     // 16 clients pipelining scrapes without reading a byte of the answers,
@@ -181,29 +181,35 @@ fn probes_are_answered_while_others_hold_connections_to_the_endpoint() {
     // endpoint keeps open (so that it closes the oldest all along), for at
     // most 20 s or until the probes are done.
     let done = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
     let churn = {
-        let done = done.clone();
+        let (done, opened) = (done.clone(), opened.clone());
         std::thread::spawn(move || {
             let started = Instant::now();
             let mut held = std::collections::VecDeque::new();
-            let mut opened = 0u64;
             while !done.load(Ordering::Relaxed) && started.elapsed() < PATIENCE {
                 if let Ok(stream) = TcpStream::connect(metrics) {
                     held.push_back(stream);
-                    opened += 1;
+                    opened.fetch_add(1, Ordering::Relaxed);
                 }
                 if held.len() > 300 {
                     held.pop_front();
                 }
             }
-            opened
         })
     };
+    // The probes start once the churn holds more than the endpoint keeps
+    // (else, on a busy machine, they could all be done before it began).
+    let deadline = Instant::now() + PATIENCE;
+    while opened.load(Ordering::Relaxed) <= 300 {
+        assert!(Instant::now() < deadline, "the churn never got going");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     for _ in 0..20 {
         assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
     }
     done.store(true, Ordering::Relaxed);
-    assert!(churn.join().unwrap() > 0);
+    churn.join().unwrap();
     drop((pipeliners, silent));
     let (status, _) = server.stop();
     assert!(status.success());
