@@ -22,6 +22,9 @@ pub const LATENCY_TAG: &str = "latency";
 /// The tag of the connect-time series (one-shot runs).
 pub const CONNECT_TAG: &str = "connect";
 
+/// The tag of the TLS handshake series (one-shot runs over TLS).
+pub const HANDSHAKE_TAG: &str = "handshake";
+
 /// Writes an interval log: headers first, then one histogram per call.
 pub struct LogWriter<W: Write> {
     out: W,

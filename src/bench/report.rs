@@ -58,6 +58,8 @@ pub struct Live {
     latency: std::sync::Mutex<Histogram<u64>>,
     /// One-shot: each connect's time, as [`Tally::connect`].
     connect: std::sync::Mutex<Histogram<u64>>,
+    /// One-shot over TLS: each handshake's time, as [`Tally::handshake`].
+    handshake: std::sync::Mutex<Histogram<u64>>,
     failed: std::sync::atomic::AtomicU64,
 }
 
@@ -68,6 +70,8 @@ pub struct IntervalHistograms {
     pub latency: Histogram<u64>,
     /// One-shot: connect times (empty otherwise).
     pub connect: Histogram<u64>,
+    /// One-shot over TLS: handshake times (empty otherwise).
+    pub handshake: Histogram<u64>,
 }
 
 impl Default for IntervalHistograms {
@@ -75,15 +79,17 @@ impl Default for IntervalHistograms {
         IntervalHistograms {
             latency: Histogram::new(3).expect("3 significant digits is valid"),
             connect: Histogram::new(3).expect("3 significant digits is valid"),
+            handshake: Histogram::new(3).expect("3 significant digits is valid"),
         }
     }
 }
 
 impl IntervalHistograms {
-    /// Empties both, keeping their memory.
+    /// Empties them all, keeping their memory.
     pub fn reset(&mut self) {
         self.latency.reset();
         self.connect.reset();
+        self.handshake.reset();
     }
 }
 
@@ -94,6 +100,9 @@ impl Default for Live {
                 Histogram::new(3).expect("3 significant digits is valid"),
             ),
             connect: std::sync::Mutex::new(
+                Histogram::new(3).expect("3 significant digits is valid"),
+            ),
+            handshake: std::sync::Mutex::new(
                 Histogram::new(3).expect("3 significant digits is valid"),
             ),
             failed: std::sync::atomic::AtomicU64::new(0),
@@ -108,6 +117,7 @@ impl Live {
         for (from, to) in [
             (&self.latency, &mut into.latency),
             (&self.connect, &mut into.connect),
+            (&self.handshake, &mut into.handshake),
         ] {
             let mut recorded = from.lock().unwrap_or_else(|e| e.into_inner());
             let _ = to.add(&*recorded);
@@ -178,6 +188,10 @@ impl Tally {
     /// Records a measured one-shot request's TLS handshake time.
     pub fn shook_hands(&mut self, took: Duration) {
         crate::stats::record_nanos(&mut self.handshake, took);
+        if let Some(live) = &self.live {
+            let mut h = live.handshake.lock().unwrap_or_else(|e| e.into_inner());
+            crate::stats::record_nanos(&mut h, took);
+        }
     }
 
     /// Records a measured one-shot request's connect time.

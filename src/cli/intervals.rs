@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use upcase::bench::IntervalHistograms;
-use upcase::bench::hlog::{CONNECT_TAG, LATENCY_TAG, LogWriter};
+use upcase::bench::hlog::{CONNECT_TAG, HANDSHAKE_TAG, LATENCY_TAG, LogWriter};
 use upcase::bench::report::Latency;
 
 /// Where each interval goes.
@@ -78,6 +78,10 @@ impl Intervals {
             // One-shot runs: the connect times as a series of their own.
             if !self.histograms.connect.is_empty() {
                 log.write(&self.histograms.connect, self.from, length, CONNECT_TAG)?;
+            }
+            // Over TLS, the handshakes too.
+            if !self.histograms.handshake.is_empty() {
+                log.write(&self.histograms.handshake, self.from, length, HANDSHAKE_TAG)?;
             }
         }
         if let Some(out) = &mut self.stream {
