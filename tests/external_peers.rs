@@ -16,13 +16,13 @@ fn tool(program: &str, args: &[&str]) -> Command {
 }
 
 #[test]
-#[ignore = "needs nc (netcat-openbsd); run by .ci/run"]
+#[ignore = "needs nc.openbsd (netcat-openbsd); run by .ci/run"]
 fn netcat_tcp_with_half_close() {
     let server = Server::start(&["--tcp"]);
     let port = server.port().to_string();
     // -N: shut down the sending side at end of input, then read to the end.
     let out = run_with_input(
-        tool("nc", &["-N", "127.0.0.1", &port]),
+        tool("nc.openbsd", &["-N", "127.0.0.1", &port]),
         "one\ntwo straße\nend".as_bytes(),
     );
     assert_success(&out);
@@ -33,11 +33,14 @@ fn netcat_tcp_with_half_close() {
 }
 
 #[test]
-#[ignore = "needs nc (netcat-openbsd); run by .ci/run"]
+#[ignore = "needs nc.openbsd (netcat-openbsd); run by .ci/run"]
 fn netcat_udp_over_ipv6() {
     let server = Server::start(&["--udp"]);
     let port = server.port().to_string();
-    let out = run_with_input(tool("nc", &["-u", "-w1", "::1", &port]), b"datagram");
+    let out = run_with_input(
+        tool("nc.openbsd", &["-u", "-w1", "::1", &port]),
+        b"datagram",
+    );
     assert_success(&out);
     assert_eq!(out.stdout, b"DATAGRAM");
 }
