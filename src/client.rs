@@ -337,6 +337,13 @@ impl TcpClient {
                         None => Stream::Plain(stream),
                         Some(tls) => match Stream::tls(stream, tls) {
                             Ok(stream) => stream,
+                            // The certificate refused (or the server's
+                            // refusal) is the server's answer: another
+                            // address of the same name would give it again.
+                            Err(e) if crate::tls::inner_error(&e).is_some() => {
+                                let reason = crate::tls::describe_client_failure(&e);
+                                return Err(ClientError::Tls { addr, reason });
+                            }
                             Err(e) => {
                                 failures.push((addr, self.handshake_failure(&e)));
                                 continue;
