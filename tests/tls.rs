@@ -582,3 +582,16 @@ fn the_tls_port_cannot_be_the_plain_port() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn count_answers_an_unterminated_line_after_a_pause_inside_tls_too() {
+    let pki = Pki::new("count");
+    let server = tls_server(&pki, &["--transform", "count", "--count-pause", "100ms"]);
+    let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
+    // No newline: the server answers once the client has paused.
+    tls.write_all(b"sassy").unwrap();
+    let mut reply = String::new();
+    BufReader::new(&mut tls).read_line(&mut reply).unwrap();
+    assert_eq!(reply, "3\n");
+    assert_eq!(ask(&mut tls, "mississippi"), "4\n");
+}
