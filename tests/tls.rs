@@ -207,12 +207,23 @@ fn a_plain_client_on_the_tls_port_is_told_in_plaintext_and_counted() {
         "{answer:?}"
     );
     assert!(answer.ends_with('\n'));
+    // The textbook's TCPClient pointed at the TLS port prints that line.
+    let port = server.tls4().port().to_string();
+    let out = run_with_input(
+        common::python("TCPClient.py", &["127.0.0.1", &port]),
+        b"hi\n",
+    );
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("From Server:  upcase: this port speaks TLS"),
+        "{printed}"
+    );
     // The server serves TLS on.
     let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
     assert_eq!(ask(&mut tls, "still here"), "STILL HERE\n");
     drop(tls);
     let (_, log) = server.stop();
-    assert_eq!(counter(&log, "tls_failed_not_tls"), 1);
+    assert_eq!(counter(&log, "tls_failed_not_tls"), 2);
     assert_eq!(counter(&log, "tls_handshakes"), 1);
 }
 
