@@ -23,6 +23,7 @@ mod ratelimit;
 mod refuse;
 mod sources;
 mod stats;
+mod stopping;
 mod tcp;
 mod throttle;
 pub mod tls;
@@ -232,6 +233,7 @@ pub async fn run(
         config: config.clone(),
         stats: stats.clone(),
         shutdown: shutdown.clone(),
+        stopping: stopping::Stopping::follow(&shutdown),
         tracker: tracker.clone(),
         lot,
     });

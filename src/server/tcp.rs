@@ -34,6 +34,7 @@ use super::park::{self, Closing};
 use super::proxy;
 use super::refuse::refuse;
 use super::sources::{SourceCounts, SourceSlot};
+use super::stopping::Stopping;
 use super::throttle::Throttle;
 use super::tls::Tls;
 use super::tls_conn;
@@ -73,6 +74,8 @@ pub(super) struct Shared {
     pub config: Arc<Config>,
     pub stats: Arc<Stats>,
     pub shutdown: CancellationToken,
+    /// The same shutdown, as connections look at it on every turn.
+    pub stopping: Arc<Stopping>,
     /// Where connection tasks are spawned, so that shutdown waits for them.
     pub tracker: TaskTracker,
     /// The way into the idle set; `None` when connections are never parked.
@@ -295,6 +298,7 @@ pub(super) async fn serve_connection(
     let shared = Arc::new(Shared {
         config,
         stats,
+        stopping: Stopping::follow(&shutdown),
         shutdown,
         tracker: TaskTracker::new(),
         lot: None,
@@ -381,6 +385,27 @@ impl park::Idle for Parked {
 impl AsRawFd for Parked {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
+    }
+}
+
+/// Polls `timer` for `deadline`, setting it only when it would fire too
+/// late: Ready once `deadline` has passed.
+fn poll_deadline(
+    mut timer: Pin<&mut Sleep>,
+    deadline: tokio::time::Instant,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
+    loop {
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            // Fired at or after the deadline: its time has come.
+            Poll::Ready(()) if timer.deadline() >= deadline => return Poll::Ready(()),
+            // Fired early, for a deadline since pushed on.
+            Poll::Ready(()) => timer.as_mut().reset(deadline),
+        }
     }
 }
 
@@ -564,11 +589,11 @@ impl Connection {
         // connections" in BENCHMARKS.md).
         let timer = tokio::time::sleep(self.shared.config.idle_timeout);
         tokio::pin!(timer);
-        // Registered with the shutdown token once per connection: a fresh
-        // `cancelled()` on every turn would lock the token's waiter list,
-        // shared by every connection, twice per message.
-        let shutdown = self.shared.shutdown.clone().cancelled_owned();
+        // Polled once, to be woken when shutdown begins; after that each
+        // turn reads the flag (polling the token locks its mutex).
+        let shutdown = self.shared.stopping.wake_me();
         tokio::pin!(shutdown);
+        let mut told_of_shutdown = false;
         let Config {
             idle_timeout,
             park_after,
@@ -582,8 +607,10 @@ impl Connection {
             && !park_after.is_zero()
             && park_after < idle_timeout;
         let mut idle_deadline = idle_deadline;
+        // When the deadlines of this turn count from: the clock read at the
+        // end of the last turn (two reads a turn, not three).
+        let mut armed = tokio::time::Instant::now();
         loop {
-            let armed = tokio::time::Instant::now();
             let (deadline, on_time) = if let Some(deadline) = idle_deadline.take() {
                 (deadline, Event::Idle)
             } else if replier.awaits_pause() && count_pause < idle_timeout {
@@ -594,8 +621,14 @@ impl Connection {
                 (armed + idle_timeout, Event::Idle)
             };
             let event = poll_fn(|cx| {
-                if shutdown.as_mut().poll(cx).is_ready() {
+                if self.shared.stopping.now() {
                     return Poll::Ready(Ok(Event::Shutdown));
+                }
+                if !told_of_shutdown {
+                    if shutdown.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(Event::Shutdown));
+                    }
+                    told_of_shutdown = true;
                 }
                 if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
                     return Poll::Ready(ready.map(|()| Event::Readable));
@@ -603,11 +636,13 @@ impl Connection {
                 // Only a connection about to wait needs its deadline in
                 // the timer wheel (resetting a sleep registers it, under
                 // the timer driver's lock): one that is readable at once,
-                // as a one-shot client's usually is, never takes it.
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                timer.as_mut().poll(cx).map(|()| Ok(on_time))
+                // as a one-shot client's usually is, never takes it. And
+                // the timer is only ever moved earlier: a deadline that
+                // moved later (each message pushes the idle and park
+                // deadlines on) is found when the timer fires early, and
+                // the timer set again then, once a period rather than once
+                // a message.
+                poll_deadline(timer.as_mut(), deadline, cx).map(|()| Ok(on_time))
             })
             .await?;
             let turn = Instant::now();
@@ -642,9 +677,12 @@ impl Connection {
                     Some(End::Idle)
                 }
             };
+            armed = tokio::time::Instant::from_std(turn);
             if !reply.is_empty() {
                 self.write(&mut reply, timer.as_mut()).await?;
-                self.shared.stats.tcp_reply_latency.record(turn.elapsed());
+                let written = Instant::now();
+                self.shared.stats.tcp_reply_latency.record(written - turn);
+                armed = tokio::time::Instant::from_std(written);
             }
             if let Some(end) = end {
                 // A client that closed its side gets the FIN from close(2) when
@@ -765,6 +803,7 @@ mod tests {
             config: Arc::new(config),
             stats: Arc::new(Stats::default()),
             shutdown: CancellationToken::new(),
+            stopping: Arc::new(Stopping::default()),
             tracker: TaskTracker::new(),
             lot: Some(lot),
         });
