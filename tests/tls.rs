@@ -55,6 +55,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that a command's stderr says `needle`.
+fn assert_stderr_has(out: &Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(needle), "no {needle:?} in {stderr}");
+}
+
 /// A bare rustls client that trusts `ca`, connected and done shaking hands.
 fn rustls_client(
     pki: &Pki,
@@ -186,11 +192,7 @@ fn an_expired_certificate_is_refused_and_insecure_says_it_checks_nothing() {
         b"anyway\n",
     );
     assert_eq!(text(&out.stdout), "ANYWAY\n");
-    assert!(
-        text(&out.stderr).contains("warning: --insecure"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "warning: --insecure");
 }
 
 #[test]
@@ -362,19 +364,11 @@ fn mutual_tls_serves_a_signed_client_and_refuses_the_others() {
 
     let out = with(&[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("requires a client certificate"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "requires a client certificate");
     let (rogue, rogue_key) = (pki.path("rogue.pem"), pki.path("rogue.key"));
     let out = with(&["--cert", &rogue, "--key", &rogue_key]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("refused the client certificate"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "refused the client certificate");
     let (_, log) = server.stop();
     assert_eq!(counter(&log, "tls_handshakes"), 1);
     assert_eq!(counter(&log, "tls_failed_client_cert"), 2, "{log}");
@@ -587,11 +581,7 @@ fn the_tls_port_cannot_be_the_plain_port() {
     ]);
     let out = run_with_input(command, b"");
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("a port of its own"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "a port of its own");
 }
 
 #[test]
