@@ -15,12 +15,12 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::tls::rustls::pki_types::ServerName;
-use crate::tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
+use crate::tls::TlsConnect;
+use crate::tls::rustls::{ClientConnection, StreamOwned};
 
+use crate::io_error::error_text;
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, max_datagram_bytes};
 
 /// Why a request got no reply.
@@ -185,15 +185,6 @@ fn describe(target: &str, failures: &[(SocketAddr, String)]) -> String {
         .map(|(a, why)| format!("{a}: {why}"))
         .collect();
     parts.join("; ")
-}
-
-/// TLS to set up on each connection of a [`TcpClient`].
-#[derive(Clone, Debug)]
-pub struct TlsConnect {
-    /// Trust, client certificate, ...
-    pub config: Arc<ClientConfig>,
-    /// The name asked for (SNI) and verified.
-    pub name: ServerName<'static>,
 }
 
 /// A connection, plain or inside TLS.
@@ -559,16 +550,6 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
-}
-
-/// The text of an error without the "(os error N)" suffix, as the client
-/// and ping print it (`connection refused`).
-pub fn error_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(i) => text[..i].to_lowercase(),
-        None => text,
-    }
 }
 
 /// How many sockets of earlier UDP messages stay open (see [`UdpClient`]).

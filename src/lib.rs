@@ -11,6 +11,7 @@
 //! | [`protocol`] | what a message is on UDP and on TCP, and its reply: pure, no I/O |
 //! | [`server`] | [`server::Config`] (every limit), binding, the TCP and UDP serving loops |
 //! | [`client`] | connecting, sending a message, awaiting the reply that matches it |
+//! | [`io_error`] | I/O errors in the words the tools print them |
 //! | [`ping`] | the UDP Pinger: probes, matching replies by sequence number, counting |
 //! | [`stats`] | round-trip time statistics: min/avg/max/mdev, percentiles, jitter |
 //! | [`bench`] | the load generator: pacing, in-flight windows, reply checks, reports |
@@ -22,6 +23,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod io_error;
 pub mod mmsg;
 pub mod ping;
 pub mod protocol;

@@ -9,8 +9,11 @@
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use tokio_rustls::rustls;
+
+use crate::io_error::error_text;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -51,11 +54,11 @@ fn file_error(path: &Path, why: impl Into<String>) -> TlsError {
 
 /// The bytes of a PEM file, at most [`MAX_PEM_BYTES`].
 fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
-    let file = std::fs::File::open(path).map_err(|e| file_error(path, io_text(&e)))?;
+    let file = std::fs::File::open(path).map_err(|e| file_error(path, error_text(&e)))?;
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| file_error(path, io_text(&e)))?;
+        .map_err(|e| file_error(path, error_text(&e)))?;
     if bytes.len() as u64 > MAX_PEM_BYTES {
         return Err(file_error(
             path,
@@ -63,10 +66,6 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
         ));
     }
     Ok(bytes)
-}
-
-fn io_text(e: &io::Error) -> String {
-    crate::client::error_text(e)
 }
 
 /// Every certificate in a PEM file, in order (a chain: the leaf first).
@@ -116,6 +115,31 @@ pub fn warm_up() {
     let mut byte = [0u8; 1];
     if let Err(e) = provider.secure_random.fill(&mut byte) {
         tracing::warn!(error = ?e, "TLS: the random generator failed to start");
+    }
+}
+
+/// TLS to set up on each connection a client makes: what
+/// [`ClientTls::config`] and [`ClientTls::server_name`] give.
+#[derive(Clone, Debug)]
+pub struct TlsConnect {
+    /// Trust, client certificate, ...
+    pub config: Arc<ClientConfig>,
+    /// The name asked for (SNI) and verified.
+    pub name: ServerName<'static>,
+}
+
+impl TlsConnect {
+    /// Shakes hands over `stream` (tokio's), within `limit`: a handshake
+    /// without an answer in time is `TimedOut`.
+    pub async fn handshake(
+        &self,
+        stream: tokio::net::TcpStream,
+        limit: Duration,
+    ) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        tokio::time::timeout(limit, connector.connect(self.name.clone(), stream))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
 }
 
@@ -260,7 +284,7 @@ pub fn describe_client_failure(e: &io::Error) -> String {
             io::ErrorKind::UnexpectedEof => {
                 "the server closed the connection during the TLS handshake".into()
             }
-            _ => io_text(e),
+            _ => error_text(e),
         };
     };
     match tls {

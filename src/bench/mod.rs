@@ -92,7 +92,7 @@ pub struct Config {
     /// take replies coalesced (GRO), where the kernel has them.
     pub offload: bool,
     /// TCP: each connection inside TLS. `None`: plain TCP.
-    pub tls: Option<crate::client::TlsConnect>,
+    pub tls: Option<crate::tls::TlsConnect>,
 }
 
 impl Config {

@@ -223,26 +223,21 @@ fn connect_error_kind(e: &io::Error) -> &'static str {
 /// Connects and shakes hands; returns how long the handshake took.
 async fn connect_tls(
     run: &Run,
-    tls: &crate::client::TlsConnect,
+    tls: &crate::tls::TlsConnect,
 ) -> io::Result<(TlsStream<TcpStream>, Duration)> {
     let stream = connect(run).await?;
     handshake(run, tls, stream).await
 }
 
-/// Shakes hands over `stream` within the request timeout.
+/// Shakes hands over `stream` within the request timeout; returns how long
+/// it took.
 async fn handshake(
     run: &Run,
-    tls: &crate::client::TlsConnect,
+    tls: &crate::tls::TlsConnect,
     stream: TcpStream,
 ) -> io::Result<(TlsStream<TcpStream>, Duration)> {
     let started = Instant::now();
-    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let stream = timeout(
-        run.config.timeout,
-        connector.connect(tls.name.clone(), stream),
-    )
-    .await
-    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    let stream = tls.handshake(stream, run.config.timeout).await?;
     Ok((stream, started.elapsed()))
 }
 

@@ -458,7 +458,7 @@ fn check_handshake(
     host: &str,
     port: u16,
     address: SocketAddr,
-    tls: &upcase::client::TlsConnect,
+    tls: &upcase::tls::TlsConnect,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let target = format!("{host}:{port}");
@@ -471,7 +471,7 @@ fn check_handshake(
 /// Every connection of a run makes a full handshake: no session is
 /// resumed, so one-shot runs measure what a new client costs (a resumed
 /// handshake skips the certificate's signature).
-fn full_handshakes(mut tls: upcase::client::TlsConnect) -> upcase::client::TlsConnect {
+fn full_handshakes(mut tls: upcase::tls::TlsConnect) -> upcase::tls::TlsConnect {
     let mut config = (*tls.config).clone();
     config.resumption = upcase::tls::rustls::client::Resumption::disabled();
     tls.config = std::sync::Arc::new(config);

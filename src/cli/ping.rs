@@ -172,6 +172,51 @@ impl Transport {
     }
 }
 
+/// The TLS handshake over `stream`, told on `out` when `verbose`; returns
+/// the session and how long it took, in milliseconds.
+async fn shake_hands(
+    stream: TcpStream,
+    tls: &upcase::tls::TlsConnect,
+    addr: SocketAddr,
+    timeout: Duration,
+    verbose: bool,
+    out: &mut super::output::Output,
+) -> anyhow::Result<(tokio_rustls::client::TlsStream<TcpStream>, f64)> {
+    let started = Instant::now();
+    let stream = match tls.handshake(stream, timeout).await {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => anyhow::bail!(
+            "cannot connect to tls {addr}: no answer to the TLS handshake within {}",
+            humantime::format_duration(timeout)
+        ),
+        Err(e) => anyhow::bail!(
+            "cannot connect to tls {addr}: {}",
+            upcase::tls::describe_client_failure(&e)
+        ),
+    };
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if verbose {
+        let (_, session) = stream.get_ref();
+        let named = |name: Option<String>| name.unwrap_or_else(|| "?".into());
+        writeln!(
+            out,
+            "TLS handshake in {ms:.3} ms ({}, {}, {})",
+            named(session.protocol_version().map(|v| format!("{v:?}"))),
+            named(
+                session
+                    .negotiated_cipher_suite()
+                    .map(|s| format!("{:?}", s.suite()))
+            ),
+            named(
+                session
+                    .negotiated_key_exchange_group()
+                    .map(|g| format!("{:?}", g.name()))
+            ),
+        )?;
+    }
+    Ok((stream, ms))
+}
+
 /// Pings until the count is reached or Ctrl-C, then prints the summary.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.tls.tls && !args.tcp {
@@ -213,7 +258,7 @@ async fn tcp_to(
     for &addr in addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Ok((stream, addr)),
-            Ok(Err(e)) => failures.push(format!("{addr}: {}", client::error_text(&e))),
+            Ok(Err(e)) => failures.push(format!("{addr}: {}", upcase::io_error::error_text(&e))),
             Err(_) => failures.push(format!(
                 "{addr}: no answer within {}",
                 humantime::format_duration(timeout)
@@ -273,39 +318,9 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
         let stream: Box<dyn Duplex> = match tls {
             None => Box::new(stream),
             Some(tls) => {
-                let started = Instant::now();
-                let connector = tokio_rustls::TlsConnector::from(tls.config);
-                let handshake = connector.connect(tls.name, stream);
-                let stream = match tokio::time::timeout(args.timeout, handshake).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => anyhow::bail!(
-                        "cannot connect to tls {addr}: {}",
-                        upcase::tls::describe_client_failure(&e)
-                    ),
-                    Err(_) => anyhow::bail!(
-                        "cannot connect to tls {addr}: no answer to the TLS handshake within {}",
-                        humantime::format_duration(args.timeout)
-                    ),
-                };
-                let ms = started.elapsed().as_secs_f64() * 1e3;
+                let (stream, ms) =
+                    shake_hands(stream, &tls, addr, args.timeout, verbose, &mut out).await?;
                 handshake_ms = Some(ms);
-                if verbose {
-                    let (_, session) = stream.get_ref();
-                    let version = session.protocol_version().map(|v| format!("{v:?}"));
-                    let suite = session
-                        .negotiated_cipher_suite()
-                        .map(|s| format!("{:?}", s.suite()));
-                    let group = session
-                        .negotiated_key_exchange_group()
-                        .map(|g| format!("{:?}", g.name()));
-                    writeln!(
-                        out,
-                        "TLS handshake in {ms:.3} ms ({}, {}, {})",
-                        version.as_deref().unwrap_or("?"),
-                        suite.as_deref().unwrap_or("?"),
-                        group.as_deref().unwrap_or("?")
-                    )?;
-                }
                 Box::new(stream)
             }
         };

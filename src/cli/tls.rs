@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use upcase::client::TlsConnect;
-use upcase::tls::ClientTls;
+use upcase::tls::{ClientTls, TlsConnect};
 
 /// `--tls` and what goes with it.
 #[derive(Debug, Clone, clap::Args)]
