@@ -28,6 +28,7 @@ mod tcp;
 mod throttle;
 pub mod tls;
 mod tls_conn;
+mod turn;
 mod udp;
 
 use std::net::SocketAddr;

@@ -11,7 +11,6 @@
 //! leaves its task as a [`Parked`] record for the server's idle set (the
 //! `park` module), which hands it back to a new task when it is readable.
 
-use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io::{self, Read as _};
 use std::net::Shutdown;
@@ -38,20 +37,9 @@ use super::stopping::Stopping;
 use super::throttle::Throttle;
 use super::tls::Tls;
 use super::tls_conn;
+use super::turn::{READ_BUFFER, poll_deadline, written};
 use super::{Config, Stats};
 use crate::protocol::{LineTooLong, StreamReplier, count_lines};
-
-/// Bytes read from a connection at once: as much as the streaming baseline
-/// (a blocking server reading 256 KiB). Measured against 64 KiB: 4
-/// connections streaming 64 KiB requests got 1.5x the rate at 0.7x the CPU
-/// per request, since one read and one write now carry several requests.
-/// The buffer is the worker thread's; a connection holds at most one read's
-/// reply (at most 3x the read) only while a client is slow to take it.
-const READ_BUFFER_BYTES: usize = 256 * 1024;
-
-/// A reply buffer that grew past this is freed after use rather than kept by
-/// an idle connection.
-const KEEP_REPLY_BUFFER_BYTES: usize = 4 * 1024;
 
 /// After an `accept(2)` error such as running out of file descriptors, wait
 /// this long before trying again, doubling up to [`MAX_ACCEPT_BACKOFF`].
@@ -64,10 +52,6 @@ const BUSY_LINE: &[u8] = b"upcase: server busy, too many connections; try again 
 /// What a client over its per-source cap is told.
 const SOURCE_BUSY_LINE: &[u8] =
     b"upcase: too many connections from your address; try again later\n";
-
-thread_local! {
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_BYTES]);
-}
 
 /// What every connection of a server shares: one `Arc` per connection.
 pub(super) struct Shared {
@@ -133,7 +117,7 @@ impl Admission {
             let cx = tls_conn::Context {
                 config: config.clone(),
                 stats: stats.clone(),
-                shutdown: self.shared.shutdown.clone(),
+                stopping: self.shared.stopping.clone(),
             };
             let serve = tls_conn::serve(stream, client, (slot, source_slot), tls.clone(), cx);
             self.shared.tracker.spawn(serve);
@@ -388,27 +372,6 @@ impl AsRawFd for Parked {
     }
 }
 
-/// Polls `timer` for `deadline`, setting it only when it would fire too
-/// late: Ready once `deadline` has passed.
-fn poll_deadline(
-    mut timer: Pin<&mut Sleep>,
-    deadline: tokio::time::Instant,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<()> {
-    loop {
-        if timer.deadline() > deadline {
-            timer.as_mut().reset(deadline);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            // Fired at or after the deadline: its time has come.
-            Poll::Ready(()) if timer.deadline() >= deadline => return Poll::Ready(()),
-            // Fired early, for a deadline since pushed on.
-            Poll::Ready(()) => timer.as_mut().reset(deadline),
-        }
-    }
-}
-
 /// Where a connection came from.
 enum Origin {
     /// From an [`Acceptor`]: `stream` is the socket's only descriptor, so
@@ -589,11 +552,8 @@ impl Connection {
         // connections" in BENCHMARKS.md).
         let timer = tokio::time::sleep(self.shared.config.idle_timeout);
         tokio::pin!(timer);
-        // Polled once, to be woken when shutdown begins; after that each
-        // turn reads the flag (polling the token locks its mutex).
-        let shutdown = self.shared.stopping.wake_me();
+        let shutdown = self.shared.stopping.watch();
         tokio::pin!(shutdown);
-        let mut told_of_shutdown = false;
         let Config {
             idle_timeout,
             park_after,
@@ -621,27 +581,13 @@ impl Connection {
                 (armed + idle_timeout, Event::Idle)
             };
             let event = poll_fn(|cx| {
-                if self.shared.stopping.now() {
+                if shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(Event::Shutdown));
-                }
-                if !told_of_shutdown {
-                    if shutdown.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(Event::Shutdown));
-                    }
-                    told_of_shutdown = true;
                 }
                 if let Poll::Ready(ready) = self.stream.poll_read_ready(cx) {
                     return Poll::Ready(ready.map(|()| Event::Readable));
                 }
-                // Only a connection about to wait needs its deadline in
-                // the timer wheel (resetting a sleep registers it, under
-                // the timer driver's lock): one that is readable at once,
-                // as a one-shot client's usually is, never takes it. And
-                // the timer is only ever moved earlier: a deadline that
-                // moved later (each message pushes the idle and park
-                // deadlines on) is found when the timer fires early, and
-                // the timer set again then, once a period rather than once
-                // a message.
+                // Readable at once (a one-shot client usually is): no timer.
                 poll_deadline(timer.as_mut(), deadline, cx).map(|()| Ok(on_time))
             })
             .await?;
@@ -769,15 +715,7 @@ impl Connection {
                 Err(e) => break Err(e),
             }
         };
-        Stats::add(&self.shared.stats.tcp_bytes_out, sent as u64);
-        Stats::add(
-            &self.shared.stats.tcp_lines_out,
-            count_lines(&reply[..sent]),
-        );
-        reply.clear();
-        if reply.capacity() > KEEP_REPLY_BUFFER_BYTES {
-            *reply = Vec::new();
-        }
+        written(reply, sent, &self.shared.stats);
         result
     }
 }

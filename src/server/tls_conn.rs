@@ -8,7 +8,6 @@
 //! stays in its task (its TLS state cannot leave it as a bare socket; see
 //! BENCHMARKS.md for what an idle TLS connection costs).
 
-use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
@@ -22,20 +21,13 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 
+use super::stopping::Stopping;
 use super::tls::Tls;
+use super::turn::{READ_BUFFER, poll_deadline, written};
 use super::{Config, Stats};
 use crate::protocol::{LineTooLong, StreamReplier, count_lines};
 use crate::tls::{inner_error, rustls};
-
-/// Plaintext read at once: more than a TLS record holds (16 KiB), so one
-/// read takes all that one record brought. The worker thread's, as on the
-/// plain path: an idle connection holds no read buffer.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
-
-/// A reply buffer that grew past this is freed after use.
-const KEEP_REPLY_BUFFER_BYTES: usize = 4 * 1024;
 
 /// The first byte of a TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -46,15 +38,11 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 const NOT_TLS_LINE: &[u8] =
     b"upcase: this port speaks TLS; connect with a TLS client, or to the plain port\n";
 
-thread_local! {
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_BYTES]);
-}
-
 /// What a TLS connection needs from its server.
 pub(super) struct Context {
     pub config: Arc<Config>,
     pub stats: Arc<Stats>,
-    pub shutdown: CancellationToken,
+    pub stopping: Arc<Stopping>,
 }
 
 /// Why a handshake failed, as counted.
@@ -113,7 +101,7 @@ pub(super) async fn serve(
     let handshake = tokio::select! {
         biased;
         done = timeout(tls.handshake_timeout, handshake(stream, &tls)) => Some(done),
-        () = cx.shutdown.cancelled() => None,
+        () = cx.stopping.watch() => None,
     };
     match handshake {
         None => tracing::debug!(%peer, "TLS handshake abandoned for shutdown"),
@@ -232,7 +220,7 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
     let mut reply = Vec::new();
     let timer = tokio::time::sleep(idle_timeout);
     tokio::pin!(timer);
-    let shutdown = cx.shutdown.clone().cancelled_owned();
+    let shutdown = cx.stopping.watch();
     tokio::pin!(shutdown);
     loop {
         let now = tokio::time::Instant::now();
@@ -249,13 +237,8 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
             if let Poll::Ready(read) = poll_read_reply(stream, task, &mut replier, &mut reply, cx) {
                 return Poll::Ready(Event::Read(read));
             }
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
-            match timer.as_mut().poll(task) {
-                Poll::Ready(()) => Poll::Ready(on_time.take().expect("polled once after ready")),
-                Poll::Pending => Poll::Pending,
-            }
+            poll_deadline(timer.as_mut(), deadline, task)
+                .map(|()| on_time.take().expect("polled once after ready"))
         })
         .await;
         let turn = Instant::now();
@@ -356,12 +339,7 @@ async fn write(
         // What rustls still holds of the records goes out now.
         result = stalled(timeout(write_timeout, stream.flush()).await);
     }
-    Stats::add(&stats.tcp_bytes_out, sent as u64);
-    Stats::add(&stats.tcp_lines_out, count_lines(&reply[..sent]));
-    reply.clear();
-    if reply.capacity() > KEEP_REPLY_BUFFER_BYTES {
-        *reply = Vec::new();
-    }
+    written(reply, sent, stats);
     result
 }
 
