@@ -101,6 +101,14 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// A TLS failure from `addr`, in words.
+    fn tls(addr: SocketAddr, e: &io::Error) -> ClientError {
+        let reason = crate::tls::describe_client_failure(e);
+        ClientError::Tls { addr, reason }
+    }
+}
+
 /// A reply as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -200,6 +208,14 @@ impl Stream {
             Stream::Plain(s) => s,
             Stream::Tls(s) => &s.sock,
         }
+    }
+
+    /// The server's address, for messages (unspecified if the socket no
+    /// longer knows it).
+    fn peer(&self) -> SocketAddr {
+        self.tcp()
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
     }
 
     /// Shakes hands over `tcp`, within its read timeout.
@@ -332,8 +348,7 @@ impl TcpClient {
                             // refusal) is the server's answer: another
                             // address of the same name would give it again.
                             Err(e) if crate::tls::inner_error(&e).is_some() => {
-                                let reason = crate::tls::describe_client_failure(&e);
-                                return Err(ClientError::Tls { addr, reason });
+                                return Err(ClientError::tls(addr, &e));
                             }
                             Err(e) => {
                                 failures.push((addr, self.handshake_failure(&e)));
@@ -385,13 +400,9 @@ impl TcpClient {
                 Ok(n) => tracing::warn!(bytes = n, "discarding bytes the server sent unasked"),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(e) if crate::tls::inner_error(&e).is_some() => {
-                    let addr = stream
-                        .tcp()
-                        .peer_addr()
-                        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+                    let error = ClientError::tls(stream.peer(), &e);
                     self.stream = None;
-                    let reason = crate::tls::describe_client_failure(&e);
-                    return Err(ClientError::Tls { addr, reason });
+                    return Err(error);
                 }
                 Err(_) => break true,
             }
@@ -446,10 +457,7 @@ impl TcpClient {
 
     fn try_request(&mut self, message: &[u8]) -> Result<Reply, Attempt> {
         let stream = self.stream.as_mut().expect("connected before a request");
-        let addr = stream
-            .tcp()
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let addr = stream.peer();
         let io_error = |what, source| ClientError::Io { addr, what, source };
         let mut line = Vec::with_capacity(message.len() + 1);
         line.extend_from_slice(message);
@@ -478,8 +486,7 @@ impl TcpClient {
                     return Err(Attempt::Failed(io_error("awaiting the reply", e)));
                 }
                 Err(e) if crate::tls::inner_error(&e).is_some() => {
-                    let reason = crate::tls::describe_client_failure(&e);
-                    return Err(Attempt::Failed(ClientError::Tls { addr, reason }));
+                    return Err(Attempt::Failed(ClientError::tls(addr, &e)));
                 }
                 Err(e) if reply.is_empty() && is_connection_gone(&e) => {
                     return Err(Attempt::NothingBack(io_error("awaiting the reply", e)));

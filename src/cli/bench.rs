@@ -449,8 +449,6 @@ fn drive(config: Config, progress: bool, live: Option<Live>) -> anyhow::Result<(
     Ok((results, interrupted))
 }
 
-/// `udp 127.0.0.1:12000, 4 connections x 16 in flight, 64-byte requests,
-/// closed loop, 10s`.
 /// One handshake before the run: a certificate the client refuses (or a
 /// server that refuses the client's) is one line and exit status 1, not a
 /// warning from each connection as it gives up.
@@ -478,6 +476,8 @@ fn full_handshakes(mut tls: upcase::tls::TlsConnect) -> upcase::tls::TlsConnect 
     tls
 }
 
+/// `udp 127.0.0.1:12000, 4 connections x 16 in flight, 64-byte requests,
+/// closed loop, 10s`.
 fn heading(c: &Config) -> String {
     let transport = match (c.transport, c.tls.is_some()) {
         (Transport::Udp, _) => "udp",
