@@ -17,22 +17,7 @@ use upcase::tls::rustls::{ClientConnection, StreamOwned};
 
 /// `upcase server` with TLS from `pki` (its `server` pair) and `args`.
 fn tls_server(pki: &Pki, args: &[&str]) -> Server {
-    tls_server_with(&pki.path("server.pem"), &pki.path("server.key"), args)
-}
-
-/// `upcase server` with TLS from the files `cert` and `key`, and `args`.
-fn tls_server_with(cert: &str, key: &str, args: &[&str]) -> Server {
-    let mut all = vec![
-        "--tcp",
-        "--tls-port",
-        "0",
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-    ];
-    all.extend_from_slice(args);
-    Server::start(&all)
+    pki.server("server", args)
 }
 
 /// `upcase client --tls --ca CA -p PORT` with `args` (the host last),
@@ -172,7 +157,7 @@ fn each_verification_failure_is_one_line_naming_its_reason() {
 #[test]
 fn an_expired_certificate_is_refused_and_insecure_says_it_checks_nothing() {
     let pki = Pki::new("expired");
-    let server = tls_server_with(&pki.path("expired.pem"), &pki.path("expired.key"), &[]);
+    let server = pki.server("expired", &[]);
     let port = server.tls4().port().to_string();
     let out = tls_client(
         &pki.path("ca.pem"),
@@ -324,7 +309,7 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_a_good_one() {
     let (cert, key) = (pki.path("live.pem"), pki.path("live.key"));
     std::fs::copy(pki.path("server.pem"), &cert).unwrap();
     std::fs::copy(pki.path("server.key"), &key).unwrap();
-    let server = tls_server_with(&cert, &key, &[]);
+    let server = pki.server("live", &[]);
     let presented = |stream: &StreamOwned<ClientConnection, TcpStream>| {
         stream.conn.peer_certificates().unwrap()[0].to_vec()
     };

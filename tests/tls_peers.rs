@@ -90,20 +90,9 @@ fn wait_listening(port: u16) {
 #[ignore = "needs openssl and ncat (Debian: openssl, ncat); .ci/run installs them"]
 fn openssl_s_client_over_tls_1_3_and_1_2_gets_replies_and_a_verified_chain() {
     let pki = Pki::new("sclient");
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
     // The idle timeout ends each s_client session (it waits for the
     // server to close).
-    let server = Server::start(&[
-        "--tcp",
-        "--tls-port",
-        "0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--idle-timeout",
-        "1s",
-    ]);
+    let server = pki.server("server", &["--idle-timeout", "1s"]);
     let connect = format!("127.0.0.1:{}", server.tls4().port());
     for version in ["-tls1_3", "-tls1_2"] {
         let out = openssl(
@@ -157,17 +146,7 @@ fn openssl_s_client_over_tls_1_3_and_1_2_gets_replies_and_a_verified_chain() {
 #[ignore = "needs openssl and ncat (Debian: openssl, ncat); .ci/run installs them"]
 fn ncat_ssl_verify_gets_replies_and_refuses_an_untrusted_server() {
     let pki = Pki::new("ncat");
-    let server = Server::start(&[
-        "--tcp",
-        "--listen",
-        "127.0.0.1",
-        "--tls-port",
-        "0",
-        "--tls-cert",
-        &pki.path("server.pem"),
-        "--tls-key",
-        &pki.path("server.key"),
-    ]);
+    let server = pki.server("server", &["--listen", "127.0.0.1"]);
     let port = server.tls4().port().to_string();
     let ncat = |trust: &str| {
         let mut command = Command::new("ncat");
@@ -237,16 +216,8 @@ fn the_client_works_against_openssl_s_server_and_an_ncat_listener() {
 fn the_server_takes_openssl_keys_and_checks_client_certificates_from_openssl() {
     let pki = Pki::new("keys");
     openssl_pki(&pki);
-    for (cert, key) in [("rsa.pem", "rsa.key"), ("sec1.pem", "sec1.key")] {
-        let server = Server::start(&[
-            "--tcp",
-            "--tls-port",
-            "0",
-            "--tls-cert",
-            &pki.path(cert),
-            "--tls-key",
-            &pki.path(key),
-        ]);
+    for key in ["rsa", "sec1"] {
+        let server = pki.server(key, &[]);
         let port = server.tls4().port();
         let out = upcase_tls_client(&pki.path("ossl-ca.pem"), port, "localhost", b"key format\n");
         assert_eq!(
@@ -258,19 +229,11 @@ fn the_server_takes_openssl_keys_and_checks_client_certificates_from_openssl() {
     }
     // Mutual TLS with openssl as the client: its certificate from the
     // client CA is taken; without one, the handshake is refused.
-    let server = Server::start(&[
-        "--tcp",
-        "--tls-port",
-        "0",
-        "--idle-timeout",
-        "1s",
-        "--tls-cert",
-        &pki.path("server.pem"),
-        "--tls-key",
-        &pki.path("server.key"),
-        "--tls-client-ca",
-        &pki.path("client-ca.pem"),
-    ]);
+    let client_ca = pki.path("client-ca.pem");
+    let server = pki.server(
+        "server",
+        &["--idle-timeout", "1s", "--tls-client-ca", &client_ca],
+    );
     let connect = format!("127.0.0.1:{}", server.tls4().port());
     let base = [
         "s_client",

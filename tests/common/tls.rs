@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use super::Server;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, date_time_ymd,
@@ -39,6 +41,26 @@ impl Pki {
         let other = pki.ca("other-ca", "another CA");
         pki.leaf("rogue", &other, &["rogue.test"], 5, false, true);
         pki
+    }
+
+    /// `upcase server --tcp` with TLS from the pair `PAIR.pem`, `PAIR.key`
+    /// in the directory, on a free TLS port, with `args`.
+    pub fn server(&self, pair: &str, args: &[&str]) -> Server {
+        let (cert, key) = (
+            self.path(&format!("{pair}.pem")),
+            self.path(&format!("{pair}.key")),
+        );
+        let mut all = vec![
+            "--tcp",
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ];
+        all.extend_from_slice(args);
+        Server::start(&all)
     }
 
     /// The path of `name` in the directory, as a string for command lines.
