@@ -359,6 +359,36 @@ fn a_count_line_over_the_limit_gets_an_error_line_and_others_are_served() {
     assert_eq!(counter(&stderr, "tcp_line_too_long"), 1);
 }
 
+#[test]
+fn a_client_still_sending_past_the_count_limit_gets_the_error_line_not_a_reset() {
+    let server = Server::start(&[
+        "--tcp",
+        "--transform",
+        "count",
+        "--count-max-line-bytes",
+        "10",
+    ]);
+    let mut stream = connect(server.tcp4(), "127.0.0.1");
+    let mut writer = stream.try_clone().unwrap();
+    // 4 MiB more than the limit: the server stops reading at the limit, so
+    // most of it is still unread when the server closes. Without a lingering
+    // close that unread input turns the close into a reset, which throws the
+    // error line away on this side before it is read. All of it is sent
+    // before reading begins.
+    let sent = std::thread::spawn(move || writer.write_all(&vec![b'x'; 4 << 20]).is_ok())
+        .join()
+        .unwrap();
+    assert!(
+        sent,
+        "the server reset the connection while input was unread"
+    );
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "upcase: line longer than 10 bytes; closing\n");
+    let (_, stderr) = server.stop();
+    assert_eq!(counter(&stderr, "tcp_line_too_long"), 1);
+}
+
 /// Open descriptors of process `pid`.
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

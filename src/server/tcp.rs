@@ -37,7 +37,7 @@ use super::stopping::Stopping;
 use super::throttle::Throttle;
 use super::tls::Tls;
 use super::tls_conn;
-use super::turn::{READ_BUFFER, poll_deadline, written};
+use super::turn::{READ_BUFFER, linger, poll_deadline, written};
 use super::{Config, Stats};
 use crate::protocol::{LineTooLong, StreamReplier, count_lines};
 
@@ -552,6 +552,7 @@ impl Connection {
         // connections" in BENCHMARKS.md).
         let timer = tokio::time::sleep(self.shared.config.idle_timeout);
         tokio::pin!(timer);
+        let mut waiting = false;
         let shutdown = self.shared.stopping.watch();
         tokio::pin!(shutdown);
         let Config {
@@ -588,7 +589,7 @@ impl Connection {
                     return Poll::Ready(ready.map(|()| Event::Readable));
                 }
                 // Readable at once (a one-shot client usually is): no timer.
-                poll_deadline(timer.as_mut(), deadline, cx).map(|()| Ok(on_time))
+                poll_deadline(timer.as_mut(), deadline, &mut waiting, cx).map(|()| Ok(on_time))
             })
             .await?;
             let turn = Instant::now();
@@ -637,6 +638,11 @@ impl Connection {
                 let sole_descriptor = matches!(self.origin, Origin::Accepted { .. });
                 if !(matches!(end, End::ClientDone) && sole_descriptor) {
                     SockRef::from(&self.stream).shutdown(Shutdown::Write)?;
+                }
+                // Closed before the client was done, which may still be
+                // sending: its reply must not be lost to a reset.
+                if matches!(end, End::Shutdown | End::LineTooLong) {
+                    linger(&self.stream).await;
                 }
                 return Ok(end);
             }

@@ -24,7 +24,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::stopping::Stopping;
 use super::tls::Tls;
-use super::turn::{READ_BUFFER, poll_deadline, written};
+use super::turn::{READ_BUFFER, linger, poll_deadline, written};
 use super::{Config, Stats};
 use crate::protocol::{LineTooLong, StreamReplier, count_lines};
 use crate::tls::{inner_error, rustls};
@@ -220,6 +220,7 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
     let mut reply = Vec::new();
     let timer = tokio::time::sleep(idle_timeout);
     tokio::pin!(timer);
+    let mut waiting = false;
     let shutdown = cx.stopping.watch();
     tokio::pin!(shutdown);
     loop {
@@ -237,7 +238,7 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
             if let Poll::Ready(read) = poll_read_reply(stream, task, &mut replier, &mut reply, cx) {
                 return Poll::Ready(Event::Read(read));
             }
-            poll_deadline(timer.as_mut(), deadline, task)
+            poll_deadline(timer.as_mut(), deadline, &mut waiting, task)
                 .map(|()| on_time.take().expect("polled once after ready"))
         })
         .await;
@@ -274,6 +275,9 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
         if let Some(end) = end {
             // close_notify, then the FIN.
             stalled(timeout(write_timeout, stream.shutdown()).await)?;
+            if matches!(end, End::Shutdown | End::LineTooLong) {
+                linger(stream.get_ref().0).await;
+            }
             return Ok(end);
         }
     }
