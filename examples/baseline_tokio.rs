@@ -31,22 +31,33 @@ fn main() -> std::io::Result<()> {
                     let _ = udp.send_to(&buf[..n], peer).await;
                 }
             });
-            loop {
-                let (mut stream, _) = listener.accept().await?;
-                tokio::spawn(async move {
-                    let _ = stream.set_nodelay(true);
-                    let mut buf = [0u8; 1024];
-                    loop {
-                        let n = match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf[..n].make_ascii_uppercase();
-                        if stream.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
+            // The accept loop runs in a task, on the worker thread, as
+            // upcase's does: from `block_on` it would run on the main thread,
+            // and every new connection would cross threads to its task.
+            let acceptor = tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(serve(stream));
+                }
+            });
+            acceptor.await.map_err(std::io::Error::other)
         })
+}
+
+/// Upper-cases what arrives on `stream` until the client closes.
+async fn serve(mut stream: tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf[..n].make_ascii_uppercase();
+        if stream.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
