@@ -334,15 +334,20 @@ fn raises_the_fd_limit_and_keeps_the_connection_cap_under_it() {
     assert!(stderr.contains("max_connections=96"), "{stderr}");
 }
 
-#[test]
-fn a_count_line_over_the_limit_gets_an_error_line_and_others_are_served() {
-    let server = Server::start(&[
+/// A TCP server counting characters per line, lines of at most 10 bytes.
+fn count_server_with_ten_byte_lines() -> Server {
+    Server::start(&[
         "--tcp",
         "--transform",
         "count",
         "--count-max-line-bytes",
         "10",
-    ]);
+    ])
+}
+
+#[test]
+fn a_count_line_over_the_limit_gets_an_error_line_and_others_are_served() {
+    let server = count_server_with_ten_byte_lines();
     let mut stream = connect(server.tcp4(), "127.0.0.1");
     stream
         .write_all(b"sss\n0123456789\nthis line is too long")
@@ -361,13 +366,7 @@ fn a_count_line_over_the_limit_gets_an_error_line_and_others_are_served() {
 
 #[test]
 fn a_client_still_sending_past_the_count_limit_gets_the_error_line_not_a_reset() {
-    let server = Server::start(&[
-        "--tcp",
-        "--transform",
-        "count",
-        "--count-max-line-bytes",
-        "10",
-    ]);
+    let server = count_server_with_ten_byte_lines();
     let mut stream = connect(server.tcp4(), "127.0.0.1");
     let mut writer = stream.try_clone().unwrap();
     // 4 MiB more than the limit: the server stops reading at the limit, so
