@@ -581,3 +581,21 @@ fn count_answers_an_unterminated_line_after_a_pause_inside_tls_too() {
     assert_eq!(reply, "3\n");
     assert_eq!(ask(&mut tls, "mississippi"), "4\n");
 }
+
+#[test]
+fn a_tls_client_still_sending_past_the_count_limit_gets_the_error_line_not_a_reset() {
+    let pki = Pki::new("linger");
+    let server = tls_server(
+        &pki,
+        &["--transform", "count", "--count-max-line-bytes", "10"],
+    );
+    let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
+    // Far more than the limit, all sent before reading: the server stops
+    // reading at the limit and closes with most of it unread, which without
+    // a lingering close resets the connection and loses the error line.
+    tls.write_all(&vec![b'x'; 8 << 20])
+        .expect("the server reset the connection while input was unread");
+    let mut reply = String::new();
+    tls.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "upcase: line longer than 10 bytes; closing\n");
+}
