@@ -571,6 +571,8 @@ impl Connection {
         // When the deadlines of this turn count from: the clock read at the
         // end of the last turn (two reads a turn, not three).
         let mut armed = tokio::time::Instant::now();
+        // When the client last sent something, for the lingering close.
+        let mut heard = armed.into_std();
         loop {
             let (deadline, on_time) = if let Some(deadline) = idle_deadline.take() {
                 (deadline, Event::Idle)
@@ -593,6 +595,9 @@ impl Connection {
             })
             .await?;
             let turn = Instant::now();
+            if matches!(event, Event::Readable) {
+                heard = turn;
+            }
             let end = match event {
                 Event::Readable => match self.read_and_reply(&mut replier, &mut reply)? {
                     Read::Eof => {
@@ -642,7 +647,7 @@ impl Connection {
                 // Closed before the client was done, which may still be
                 // sending: its reply must not be lost to a reset.
                 if matches!(end, End::Shutdown | End::LineTooLong) {
-                    linger(&self.stream).await;
+                    linger(&self.stream, heard).await;
                 }
                 return Ok(end);
             }

@@ -223,6 +223,8 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
     let mut waiting = false;
     let shutdown = cx.stopping.watch();
     tokio::pin!(shutdown);
+    // When the client last sent something, for the lingering close.
+    let mut heard = Instant::now();
     loop {
         let now = tokio::time::Instant::now();
         let (deadline, on_time) = if replier.awaits_pause() && count_pause < idle_timeout {
@@ -243,6 +245,9 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
         })
         .await;
         let turn = Instant::now();
+        if matches!(event, Event::Read(_)) {
+            heard = turn;
+        }
         let end = match event {
             Event::Read(Ok(Read::Data)) => None,
             Event::Read(Ok(Read::Eof)) => {
@@ -276,7 +281,7 @@ async fn exchange(stream: &mut TlsStream<TcpStream>, cx: &Context) -> io::Result
             // close_notify, then the FIN.
             stalled(timeout(write_timeout, stream.shutdown()).await)?;
             if matches!(end, End::Shutdown | End::LineTooLong) {
-                linger(stream.get_ref().0).await;
+                linger(stream.get_ref().0, heard).await;
             }
             return Ok(end);
         }

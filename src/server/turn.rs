@@ -1,12 +1,14 @@
 //! What both connection loops (`tcp`, plain, and `tls_conn`) share: the
-//! worker thread's read buffer, the deadline a connection waits for, and
-//! the accounting of a reply written.
+//! worker thread's read buffer, the deadline a connection waits for, the
+//! accounting of a reply written, and the lingering close.
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::io::Read as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Sleep};
 
@@ -96,25 +98,37 @@ pub(super) fn written(reply: &mut Vec<u8>, sent: usize, stats: &Stats) {
 
 /// Reads and discards what the client still sends after the server closed
 /// its side first (shutdown, a `count` line too long), until the client
-/// closes too, is silent for [`LINGER_QUIET`], or [`LINGER_TIME`] is up.
-/// Closing a socket with input unread sends a reset rather than a FIN, and a
-/// reset makes the client's kernel throw away the reply it has not read yet
-/// (RFC 1122, 4.2.2.13): the last reply would be lost just when the server
-/// took care to finish it. nginx's lingering close does the same.
-pub(super) async fn linger(stream: &TcpStream) {
+/// closes too, has been silent for [`LINGER_QUIET`], or [`LINGER_TIME`] is
+/// up. Closing a socket with input unread sends a reset rather than a FIN,
+/// and a reset makes the client's kernel throw away the reply it has not
+/// read yet (RFC 1122, 4.2.2.13): the last reply would be lost just when the
+/// server took care to finish it. nginx's lingering close does the same.
+///
+/// `heard` is when the client last sent something: one silent since before
+/// the quiet period (idle at its prompt, say) and with nothing unread is
+/// closed at once, with a clean FIN.
+pub(super) async fn linger(stream: &TcpStream, heard: std::time::Instant) {
+    let mut heard = tokio::time::Instant::from_std(heard);
+    // The socket itself first, not tokio's readiness, which may not have
+    // seen input that arrived since the last read.
+    match READ_BUFFER.with_borrow_mut(|buf| (&*SockRef::from(stream)).read(buf)) {
+        Ok(0) => return,
+        Ok(_) => heard = tokio::time::Instant::now(),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(_) => return,
+    }
     let until = tokio::time::Instant::now() + LINGER_TIME;
     loop {
-        let quiet = until.min(tokio::time::Instant::now() + LINGER_QUIET);
+        let quiet = until.min(heard + LINGER_QUIET);
         if tokio::time::timeout_at(quiet, stream.readable())
             .await
             .is_err()
         {
             return;
         }
-        let read = READ_BUFFER.with_borrow_mut(|buf| stream.try_read(buf));
-        match read {
+        match READ_BUFFER.with_borrow_mut(|buf| stream.try_read(buf)) {
             Ok(0) => return,
-            Ok(_) => {}
+            Ok(_) => heard = tokio::time::Instant::now(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
