@@ -286,12 +286,14 @@ fn a_tls_client_that_never_reads_is_closed_at_the_write_timeout() {
 }
 
 /// Waits until the server's counter `name` reaches `value`, reading the
-/// counters SIGUSR1 has it log.
+/// counters SIGUSR1 has it log. Each signal logs two lines, the TLS counters
+/// apart, so the line waited for is the one naming `name`: waiting for any
+/// SIGUSR1 line took the last signal's other line on the next turn.
 fn await_counter(server: &Server, name: &str, value: u64) {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         server.signal(libc::SIGUSR1);
-        let line = server.wait_log("SIGUSR1 received");
+        let line = server.wait_log(&format!(" {name}="));
         if counter(&line, name) == value {
             return;
         }
