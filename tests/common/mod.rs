@@ -369,11 +369,13 @@ pub fn counts(report: &serde_json::Value) -> std::collections::BTreeMap<String, 
         .collect()
 }
 
-/// The value of counter `name` in the server's shutdown summary.
+/// The value of counter `name` in the server's shutdown summary: its last
+/// mention, after any the server logged on SIGUSR1 while running.
 pub fn counter(stderr: &str, name: &str) -> u64 {
+    let mention = format!(" {name}=");
     stderr
-        .split(&format!(" {name}="))
-        .nth(1)
+        .rfind(&mention)
+        .map(|at| &stderr[at + mention.len()..])
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {stderr}"))
