@@ -162,13 +162,21 @@ STACKS = {
 # second; the server's CPU time per reply, all of it and the user and
 # system shares apart; the request's p99.9 latency and (one-shot) the
 # connect's, from bench.
+def micros(seconds):
+    return f"{seconds * 1e6:.2f} us"
+
+
+def millis(seconds):
+    return f"{seconds * 1e3:.2f} ms"
+
+
 METRICS = {
     "rate": lambda v: f"{v:,.0f}/s",
-    "cpu": lambda v: f"{v * 1e6:.2f} us",
-    "user": lambda v: f"{v * 1e6:.2f} us",
-    "sys": lambda v: f"{v * 1e6:.2f} us",
-    "p999": lambda v: f"{v * 1e3:.2f} ms",
-    "connect_p999": lambda v: f"{v * 1e3:.2f} ms",
+    "cpu": micros,
+    "user": micros,
+    "sys": micros,
+    "p999": millis,
+    "connect_p999": millis,
 }
 
 # name, bench arguments, [(A, B, what is compared, target)]

@@ -109,16 +109,17 @@ pub(super) fn written(reply: &mut Vec<u8>, sent: usize, stats: &Stats) {
 /// closed at once, with a clean FIN.
 pub(super) async fn linger(stream: &TcpStream, heard: std::time::Instant) {
     let mut heard = tokio::time::Instant::from_std(heard);
+    let until = tokio::time::Instant::now() + LINGER_TIME;
     // The socket itself first, not tokio's readiness, which may not have
     // seen input that arrived since the last read.
-    match READ_BUFFER.with_borrow_mut(|buf| (&*SockRef::from(stream)).read(buf)) {
-        Ok(0) => return,
-        Ok(_) => heard = tokio::time::Instant::now(),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(_) => return,
-    }
-    let until = tokio::time::Instant::now() + LINGER_TIME;
+    let mut read = READ_BUFFER.with_borrow_mut(|buf| (&*SockRef::from(stream)).read(buf));
     loop {
+        match read {
+            Ok(0) => return,
+            Ok(_) => heard = tokio::time::Instant::now(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
         let quiet = until.min(heard + LINGER_QUIET);
         if tokio::time::timeout_at(quiet, stream.readable())
             .await
@@ -126,11 +127,6 @@ pub(super) async fn linger(stream: &TcpStream, heard: std::time::Instant) {
         {
             return;
         }
-        match READ_BUFFER.with_borrow_mut(|buf| stream.try_read(buf)) {
-            Ok(0) => return,
-            Ok(_) => heard = tokio::time::Instant::now(),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
+        read = READ_BUFFER.with_borrow_mut(|buf| stream.try_read(buf));
     }
 }
