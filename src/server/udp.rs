@@ -108,7 +108,7 @@ pub(super) fn serve(
         config.udp_rate_table_entries,
         Instant::now(),
     );
-    let mut loops = LoopBreaker::default();
+    let mut loops = LoopBreaker::new(Instant::now());
     let own_port = socket.local_addr().map_or(0, |a| a.port());
     let mut refusal_log = Throttle::new(Duration::from_secs(1));
     let mut recv_log = Throttle::new(Duration::from_secs(1));
@@ -164,6 +164,10 @@ pub(super) fn serve(
             } else {
                 Some(Refusal::Denied)
             };
+            // Loopback cannot be forged from off the host, and an exempt
+            // host is trusted: neither meets the rate limit or the loop
+            // breaker.
+            let limited = config.limits_source(peer.ip());
             for (request, _) in datagrams {
                 datagrams_in += 1;
                 bytes_in += request.len() as u64;
@@ -178,20 +182,17 @@ pub(super) fn serve(
                     }
                     continue;
                 }
-                if config.udp_rate_limit > 0
-                    && config.limits_source(peer.ip())
-                    && !limiter.allow(peer.ip(), received_at)
-                {
+                if config.udp_rate_limit > 0 && limited && !limiter.allow(peer.ip(), received_at) {
                     Stats::add(&stats.udp_rate_limited, 1);
                     if let Some(suppressed) = refusal_log.allow(received_at) {
                         tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
                     }
                     continue;
                 }
-                if !loops.allow(peer, request, received_at) {
+                if limited && !loops.allow(peer, request, received_at) {
                     Stats::add(&stats.udp_refused_loop, 1);
                     if let Some(suppressed) = refusal_log.allow(received_at) {
-                        tracing::warn!(%peer, suppressed, "UDP loop: the same datagram again and again; not answered");
+                        tracing::warn!(%peer, suppressed, "UDP loop suspected: a peer repeating itself; reply withheld");
                     }
                     continue;
                 }

@@ -414,7 +414,19 @@ pub fn start_python_server(
 ) -> (KillOnDrop, u16, mpsc::Receiver<String>) {
     let mut all = vec!["0"];
     all.extend_from_slice(args);
-    let mut child = python(script, &all)
+    let (server, port, rx) = spawn_python_server_lines(python(script, &all));
+    (server, port, rx)
+}
+
+/// Starts a python3 server from `command` (which prints the textbook's
+/// ready line, then its port) and returns it with its port.
+pub fn spawn_python_server(command: Command) -> (KillOnDrop, u16) {
+    let (server, port, _) = spawn_python_server_lines(command);
+    (server, port)
+}
+
+fn spawn_python_server_lines(mut command: Command) -> (KillOnDrop, u16, mpsc::Receiver<String>) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
