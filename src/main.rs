@@ -67,11 +67,13 @@ fn main() -> ExitCode {
         Command::Server(_) => cli::Level::Info,
         _ => cli::Level::Warn,
     };
-    match &cli.command {
+    // Kept until exit: dropping it writes the lines still queued.
+    let _log_guard = match &cli.command {
         // Nothing may reach an inetd peer but replies.
-        Command::Server(args) if args.logs_reach_peer() => {}
-        _ => cli::init_logging(level, &cli.log),
-    }
+        Command::Server(args) if args.logs_reach_peer() => None,
+        Command::Server(_) => cli::init_logging(level, &cli.log, true),
+        _ => cli::init_logging(level, &cli.log, false),
+    };
     let result = match cli.command {
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),

@@ -73,7 +73,12 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     let pem = read_pem(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, format!("not a PEM certificate file: {e}")))?;
+        .map_err(|e| {
+            file_error(
+                path,
+                format!("not a PEM certificate file: {}", pem_error(&e)),
+            )
+        })?;
     if certs.is_empty() {
         return Err(file_error(
             path,
@@ -91,8 +96,54 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             path,
             "no private key in it (expected PKCS#8, SEC1 or RSA in PEM)",
         ),
-        e => file_error(path, format!("not a PEM key file: {e}")),
+        e => file_error(path, format!("not a PEM key file: {}", pem_error(&e))),
     })
+}
+
+/// A PEM parsing error in words (its `Display` shows labels as byte lists).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_string();
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            format!(
+                "a section has no end line (expected \"-----END {}-----\")",
+                text(end_marker)
+            )
+        }
+        Error::IllegalSectionStart { line } => {
+            format!(
+                "a section starts with a line that is not PEM: {:?}",
+                text(line)
+            )
+        }
+        Error::Base64Decode(why) => format!("the base64 inside is broken ({why})"),
+        Error::Io(e) => error_text(e),
+        Error::NoItemsFound => "nothing in PEM form in it".into(),
+        other => other.to_string(),
+    }
+}
+
+/// What is wrong with the validity period of `cert` at `now`, if anything:
+/// `expired on ...` or `not valid before ...` (UTC). None when it cannot be
+/// parsed: the handshake reports that in its own words.
+pub fn validity_problem(cert: &CertificateDer, now: std::time::SystemTime) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let validity = parsed.validity();
+    let at = |t: &x509_parser::time::ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+    };
+    let now_secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if validity.not_after.timestamp() < now_secs {
+        Some(format!("expired on {}", at(&validity.not_after)))
+    } else if validity.not_before.timestamp() > now_secs {
+        Some(format!("not valid before {}", at(&validity.not_before)))
+    } else {
+        None
+    }
 }
 
 /// The certificates of a PEM file as trust anchors.

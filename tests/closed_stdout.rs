@@ -204,3 +204,105 @@ fn the_server_serves_on_and_says_why_it_printed_nothing() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Starts `upcase server -vv` on 127.0.0.1 with stderr a pipe that nobody
+/// reads yet (its reading end is returned), and fills that pipe and the
+/// server's log queue: each TCP connection logs a line at debug level, and
+/// 3,000 of them are far more than a pipe (64 KiB) and the queue (1,024
+/// lines) hold. Every connection is answered meanwhile: logging never waits
+/// for the reader.
+fn server_with_a_stalled_log() -> (Child, u16, std::io::PipeReader) {
+    let port = free_port();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = upcase()
+        .args(["server", "--listen", "127.0.0.1", "-vv"])
+        .args(["--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > PATIENCE || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the server never accepted: {:?}", child.wait());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 0..3000 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(b"x\n").unwrap();
+        let mut reply = [0; 2];
+        stream
+            .read_exact(&mut reply)
+            .unwrap_or_else(|e| panic!("connection {i} not answered: {e}"));
+        assert_eq!(&reply, b"X\n");
+    }
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(PATIENCE)).unwrap();
+    udp.send_to(b"udp too", ("127.0.0.1", port)).unwrap();
+    let mut reply = [0; 16];
+    let n = udp.recv(&mut reply).expect("a UDP reply");
+    assert_eq!(&reply[..n], b"UDP TOO");
+    (child, port, reader)
+}
+
+/// Waits (bounded) for `child` to exit and returns its status.
+fn exit_status(child: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < PATIENCE, "the server did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stalled_log_reader_stops_neither_serving_nor_sigterm() {
+    let (mut child, _, reader) = server_with_a_stalled_log();
+    // SIGTERM while nobody reads: a graceful exit all the same.
+    // SAFETY: kill(2) on our own child; no memory is involved.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(exit_status(&mut child).success());
+    drop(reader);
+}
+
+#[test]
+fn a_log_reader_back_at_work_is_told_how_many_lines_were_dropped() {
+    let (mut child, _, reader) = server_with_a_stalled_log();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let report = loop {
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .expect("no line says how many log lines were dropped");
+        if line.contains("log lines dropped: stderr did not keep up") {
+            break line;
+        }
+    };
+    assert!(report.contains("WARN"), "{report}");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(exit_status(&mut child).success());
+    let rest: Vec<String> = rx.iter().collect();
+    let summary = rest
+        .iter()
+        .find(|line| line.contains(" stopped "))
+        .unwrap_or_else(|| panic!("no summary in {rest:?}"));
+    assert!(
+        common::counter(summary, "log_lines_dropped") > 1000,
+        "{summary}"
+    );
+}

@@ -333,9 +333,73 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_a_good_one() {
     server.signal(libc::SIGHUP);
     let warning = server.wait_log("keeping the last good certificate");
     assert!(warning.contains("live.pem"), "{warning}");
+    // In words, not the PEM label as a list of bytes.
+    assert!(
+        warning.contains("a section has no end line (expected \"-----END CERTIFICATE-----\")"),
+        "{warning}"
+    );
+    assert!(!warning.contains("[45,"), "{warning}");
     let mut later = rustls_client(&pki, "ca.pem", server.tls4());
     assert_eq!(presented(&later), pki.der("server2.pem"));
     assert_eq!(ask(&mut later, "served"), "SERVED\n");
+
+    // An expired pair is installed (the operator asked for it) with a
+    // warning that says since when.
+    std::fs::copy(pki.path("expired.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("expired.key"), &key).unwrap();
+    server.signal(libc::SIGHUP);
+    let warning = server.wait_log("read again, but");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("live.pem: the certificate expired on 2020-01-01T00:00:00Z"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn sighup_on_a_fifo_keeps_serving_and_stopping() {
+    // The certificate's path becomes a FIFO nobody writes to (or a file on
+    // a hung mount): reading it blocks for ever. Serving, /healthz and
+    // SIGTERM must not wait for it.
+    let pki = Pki::new("fifo");
+    let (cert, key) = (pki.path("live.pem"), pki.path("live.key"));
+    std::fs::copy(pki.path("server.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    let server = pki.server("live", &["--tls-reload-timeout", "300ms", "--metrics", "0"]);
+    let metrics: std::net::SocketAddr = server
+        .next_line()
+        .strip_prefix("metrics on http://")
+        .and_then(|url| url.strip_suffix("/metrics"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&cert)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    server.signal(libc::SIGHUP);
+    let serving = || {
+        let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
+        assert_eq!(ask(&mut tls, "still here"), "STILL HERE\n");
+        let mut plain = TcpStream::connect(server.tcp4()).unwrap();
+        plain.write_all(b"plain\n").unwrap();
+        let mut reply = [0; 6];
+        plain.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"PLAIN\n");
+        assert_eq!(common::get(metrics, "/healthz").0, 200);
+    };
+    // While the reload waits, and after it gave up: TLS, plain TCP, /healthz.
+    serving();
+    server.wait_log("the files were not read within 0.3s");
+    serving();
+    // The first reader is still stuck: a second SIGHUP says so.
+    server.signal(libc::SIGHUP);
+    server.wait_log("an earlier reload is still waiting to read the files");
+    serving();
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod tls;
 
 use std::io::IsTerminal;
 use std::time::Duration;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// A command line that cannot be run, found after parsing: reported in
 /// one line with exit status 2, as clap reports its own.
@@ -156,17 +157,34 @@ impl Level {
 /// full disk) is dropped and counted in [`output::dropped_log_lines`]: the
 /// subscriber would otherwise report the failure with `eprintln!`, which
 /// panics on the same broken stderr, inside whatever task was logging.
-pub fn init_logging(default: Level, args: &LogArgs) {
+///
+/// With `queued` (the server), lines go through [`output::log_queue`], so
+/// that a stderr nobody reads never blocks serving or stopping; the guard
+/// returned must live until exit. The tools write their few lines at once,
+/// in order with what else they print on stderr.
+pub fn init_logging(
+    default: Level,
+    args: &LogArgs,
+    queued: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let level = default.shifted(i32::from(args.verbose) - i32::from(args.quiet));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = if queued {
+        let (writer, guard) = output::log_queue();
+        (BoxMakeWriter::new(writer), Some(guard))
+    } else {
+        (BoxMakeWriter::new(output::LogWriter::new), None)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(output::LogWriter::new);
+        .with_writer(writer);
     match args.log_format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder.with_ansi(ansi).init(),
         LogFormat::Json => builder.json().with_current_span(false).init(),
     }
+    guard
 }
 
 #[cfg(test)]

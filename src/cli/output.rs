@@ -68,9 +68,41 @@ pub fn announce(lines: &[String]) {
 /// Log lines dropped because stderr could not take them.
 static DROPPED_LOG_LINES: AtomicU64 = AtomicU64::new(0);
 
-/// How many log lines were dropped so far because stderr failed.
+/// The queue of the server's log lines, counting those it dropped when full.
+static QUEUE_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Log lines the server's queue holds at most while stderr is slow: about
+/// 200 KiB of lines at ~200 bytes each.
+pub const LOG_QUEUE_LINES: usize = 1024;
+
+/// How many log lines were dropped so far: stderr failed (a closed pipe, a
+/// full disk), or it could not keep up and the queue was full.
 pub fn dropped_log_lines() -> u64 {
-    DROPPED_LOG_LINES.load(Ordering::Relaxed)
+    let queued = QUEUE_DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64);
+    DROPPED_LOG_LINES.load(Ordering::Relaxed) + queued
+}
+
+/// Standard error behind a bounded queue and a thread of its own, for the
+/// server: a reader that stops reading (a paused `| less`, a stuck
+/// journald, Docker's blocking log mode) fills the pipe, and then only
+/// that thread waits; a line that finds the queue full is dropped and
+/// counted ([`dropped_log_lines`]), and serving and signals go on. Keep the
+/// guard until exit: dropping it writes what is queued, waiting at most
+/// about a second for a stalled reader.
+pub fn log_queue() -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("upcase-log")
+        .finish(LogWriter::new());
+    let _ = QUEUE_DROPPED.set(writer.error_counter());
+    (writer, guard)
 }
 
 /// Standard error for log lines: a write that fails is dropped and counted,

@@ -121,6 +121,10 @@ pub struct Args {
     /// Close a TLS connection whose handshake is not done after this long
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value = "10s", help_heading = "TLS")]
     tls_handshake_timeout: humantime::Duration,
+    /// On SIGHUP, keep the last good certificate and key if the files are
+    /// not read within this long (a FIFO, a hung mount)
+    #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value = "5s", help_heading = "TLS")]
+    tls_reload_timeout: humantime::Duration,
 }
 
 /// A `--metrics` value: `IP:PORT`, or a port on loopback.
@@ -246,10 +250,14 @@ impl Args {
             key: key.clone(),
             client_ca: self.tls_client_ca.clone(),
         };
-        let keys = server::tls::Keys::load(files).context("TLS")?;
+        let (keys, validity) = server::tls::Keys::load(files).context("TLS")?;
+        if let Some(problem) = validity {
+            tracing::warn!("{problem}; clients will refuse it");
+        }
         Ok(Some(server::tls::Tls {
             port: self.tls_port,
             handshake_timeout: self.tls_handshake_timeout.into(),
+            reload_timeout: self.tls_reload_timeout.into(),
             keys: Arc::new(keys),
         }))
     }
@@ -340,8 +348,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // the server says it is ready must shut it down gracefully.
         let signals = Signals::new().context("installing signal handlers")?;
         let stats = Arc::new(Stats::default());
-        let keys = config.tls.as_ref().map(|tls| tls.keys.clone());
-        tokio::spawn(signals.watch(shutdown.clone(), Some(stats.clone()), keys));
+        tokio::spawn(signals.watch(shutdown.clone(), Some(stats.clone()), config.tls.clone()));
+        tokio::spawn(report_dropped_log_lines(shutdown.clone()));
         let mut lines = vec!["The server is ready to receive".to_owned()];
         for (proto, addr) in listeners.local_addrs()? {
             lines.push(format!("listening on {proto} {addr}"));
@@ -456,20 +464,15 @@ impl Signals {
     async fn next_stop(
         &mut self,
         stats: Option<&Stats>,
-        keys: Option<&server::tls::Keys>,
+        tls: Option<&server::tls::Tls>,
     ) -> (&'static str, i32) {
         loop {
             match self.next().await {
                 Ask::Stop(name, number) => return (name, number),
-                Ask::Reload => match keys.map(|keys| keys.reload()) {
+                Ask::Reload => match tls {
                     None => tracing::info!("SIGHUP received: nothing to reload; serving on"),
-                    Some(Ok(())) => tracing::info!(
-                        "SIGHUP received: TLS certificate and key read again; new connections use them"
-                    ),
-                    Some(Err(e)) => tracing::warn!(
-                        error = %e,
-                        "SIGHUP received: TLS files not usable; keeping the last good certificate and key"
-                    ),
+                    // Apart, so that signals are heard while it reads.
+                    Some(tls) => drop(tokio::spawn(reload(tls.clone()))),
                 },
                 Ask::Report => match stats {
                     Some(stats) => {
@@ -492,15 +495,52 @@ impl Signals {
         mut self,
         shutdown: CancellationToken,
         stats: Option<Arc<Stats>>,
-        keys: Option<Arc<server::tls::Keys>>,
+        tls: Option<server::tls::Tls>,
     ) {
-        let (name, _) = self.next_stop(stats.as_deref(), keys.as_deref()).await;
+        let (name, _) = self.next_stop(stats.as_deref(), tls.as_ref()).await;
         shutdown.cancel();
         tracing::info!("{name} received: shutting down gracefully (again to exit at once)");
         notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("draining")]);
-        let (name, number) = self.next_stop(stats.as_deref(), keys.as_deref()).await;
+        let (name, number) = self.next_stop(stats.as_deref(), tls.as_ref()).await;
         tracing::warn!("{name} received again: exiting at once");
         std::process::exit(128 + number);
+    }
+}
+
+/// Says, once a second at most, how many log lines were dropped since it
+/// last said so (stderr could not keep up, or failed): the line that says
+/// it gets through once the reader reads again.
+async fn report_dropped_log_lines(shutdown: CancellationToken) {
+    let mut reported = 0;
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let dropped = super::output::dropped_log_lines();
+        if dropped > reported {
+            tracing::warn!(
+                dropped = dropped - reported,
+                total = dropped,
+                "log lines dropped: stderr did not keep up"
+            );
+            reported = dropped;
+        }
+    }
+}
+
+/// Reads the TLS files again (SIGHUP) and says how it went.
+async fn reload(tls: server::tls::Tls) {
+    match tls.keys.reload(tls.reload_timeout).await {
+        Ok(None) => tracing::info!(
+            "SIGHUP received: TLS certificate and key read again; new connections use them"
+        ),
+        Ok(Some(problem)) => tracing::warn!(
+            "SIGHUP received: TLS certificate and key read again, but {problem}: clients will refuse it"
+        ),
+        Err(e) => tracing::warn!("SIGHUP received: {e}; keeping the last good certificate and key"),
     }
 }
 

@@ -3,8 +3,9 @@
 //! certificates (mutual TLS).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
@@ -19,6 +20,10 @@ pub struct Tls {
     pub port: u16,
     /// A connection whose handshake is not done after this long is closed.
     pub handshake_timeout: Duration,
+    /// A reload (SIGHUP) that has not read the files after this long keeps
+    /// the last good pair: a path that is a FIFO, or on a hung mount, can
+    /// block a read for ever.
+    pub reload_timeout: Duration,
     /// The certificate and key in use.
     pub keys: Arc<Keys>,
 }
@@ -41,6 +46,8 @@ pub struct TlsFiles {
 pub struct Keys {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
+    /// A reload's thread is still reading the files.
+    reading: AtomicBool,
 }
 
 impl std::fmt::Debug for Keys {
@@ -49,25 +56,78 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// Why a reload kept the last good pair.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The files do not make a valid configuration.
+    #[error(transparent)]
+    Files(#[from] TlsError),
+    /// Reading them did not finish in time.
+    #[error(
+        "the files were not read within {}s (is a path a FIFO, or on a mount that hangs?)",
+        .0.as_secs_f64()
+    )]
+    TimedOut(Duration),
+    /// An earlier reload is still stuck reading them.
+    #[error("an earlier reload is still waiting to read the files")]
+    StillReading,
+    /// No thread could be started to read them.
+    #[error("cannot start a thread to read the files: {0}")]
+    Thread(std::io::Error),
+}
+
 impl Keys {
     /// Reads and checks the files: every problem is found here, at start,
-    /// rather than at the first client.
-    pub fn load(files: TlsFiles) -> Result<Keys, TlsError> {
+    /// rather than at the first client. Returns what is wrong with the
+    /// certificate's validity period now, if anything (see
+    /// [`material::validity_problem`]): a warning, not a refusal.
+    pub fn load(files: TlsFiles) -> Result<(Keys, Option<String>), TlsError> {
         material::warm_up();
-        let config = server_config(&files)?;
-        Ok(Keys {
+        let (config, validity) = server_config(&files)?;
+        let keys = Keys {
             files,
             current: RwLock::new(Arc::new(config)),
-        })
+            reading: AtomicBool::new(false),
+        };
+        Ok((keys, validity))
     }
 
-    /// Reads the files again. New handshakes use what they hold; if they
-    /// no longer make a valid configuration, the last good one stays and
-    /// the error says why.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(server_config(&self.files)?);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
-        Ok(())
+    /// Reads the files again, on a thread of its own so that no runtime
+    /// worker ever waits on a file, for at most `limit`. New handshakes use
+    /// what they hold; if they no longer make a valid configuration, or
+    /// cannot be read in time, the last good one stays and the error says
+    /// why. A thread still stuck reading is left to finish (its result is
+    /// dropped), and further reloads are refused until it has. On success,
+    /// returns what is wrong with the new certificate's validity period now.
+    pub async fn reload(self: &Arc<Self>, limit: Duration) -> Result<Option<String>, ReloadError> {
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return Err(ReloadError::StillReading);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let keys = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("upcase-tls-reload".into())
+            .spawn(move || {
+                let built = server_config(&keys.files);
+                keys.reading.store(false, Ordering::Release);
+                let _ = tx.send(built);
+            });
+        if let Err(e) = spawned {
+            self.reading.store(false, Ordering::Release);
+            return Err(ReloadError::Thread(e));
+        }
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(built)) => {
+                let (config, validity) = built?;
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                Ok(validity)
+            }
+            // The thread ended without a word: it panicked.
+            Ok(Err(_)) => Err(ReloadError::Files(TlsError::Config(
+                "reading the files failed unexpectedly".into(),
+            ))),
+            Err(_) => Err(ReloadError::TimedOut(limit)),
+        }
     }
 
     /// The configuration for a handshake starting now.
@@ -84,8 +144,12 @@ impl Keys {
     }
 }
 
-fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+/// The configuration `files` make, and what is wrong with the
+/// certificate's validity period now, if anything.
+fn server_config(files: &TlsFiles) -> Result<(ServerConfig, Option<String>), TlsError> {
     let certs = material::load_certs(&files.cert)?;
+    let validity = material::validity_problem(&certs[0], SystemTime::now())
+        .map(|problem| format!("{}: the certificate {problem}", files.cert.display()));
     let key = material::load_key(&files.key)?;
     let builder = ServerConfig::builder();
     let builder = match &files.client_ca {
@@ -98,11 +162,12 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
         }
         None => builder.with_no_client_auth(),
     };
-    builder.with_single_cert(certs, key).map_err(|e| {
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
         TlsError::Config(format!(
             "{} and {}: {e}",
             files.cert.display(),
             files.key.display()
         ))
-    })
+    })?;
+    Ok((config, validity))
 }
