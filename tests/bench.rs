@@ -540,11 +540,90 @@ fn merge_refuses_a_file_that_is_no_log_with_its_line() {
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
         format!(
-            "upcase: {}, line 2: not an interval log line\n",
+            "upcase: {}: line 2: not an interval log line\n",
             bad.display()
         )
     );
     let _ = std::fs::remove_file(&bad);
+}
+
+/// `upcase bench merge FILE`'s exit code and stderr.
+fn merge_refusal(file: &std::path::Path) -> (Option<i32>, String) {
+    let mut command = upcase();
+    command.args(["bench", "merge"]).arg(file);
+    let out = run_with_input(command, b"");
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn merge_refuses_hostile_logs_before_allocating_for_them() {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    // A line of about a hundred bytes that claims a 4 GiB payload: the V2
+    // header (cookie, payload length, offset, digits, low, high, ratio),
+    // deflated, in the compressed envelope.
+    let mut v2 = 0x1c84_9313_u32.to_be_bytes().to_vec();
+    v2.extend(u32::MAX.to_be_bytes());
+    v2.extend(0_u32.to_be_bytes());
+    v2.extend(3_u32.to_be_bytes());
+    v2.extend(1_u64.to_be_bytes());
+    v2.extend((1_u64 << 40).to_be_bytes());
+    v2.extend(1.0_f64.to_be_bytes());
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&v2).unwrap();
+    let deflated = z.finish().unwrap();
+    let mut envelope = 0x1c84_9314_u32.to_be_bytes().to_vec();
+    envelope.extend((deflated.len() as u32).to_be_bytes());
+    envelope.extend(deflated);
+    let line = format!(
+        "0.0,1.0,0.0,{}\n",
+        base64::engine::general_purpose::STANDARD.encode(envelope)
+    );
+    assert!(line.len() < 120, "{line}");
+    let bomb = scratch_file("bomb.hlog");
+    std::fs::write(&bomb, format!("# a comment\n{line}")).unwrap();
+    let (code, stderr) = merge_refusal(&bomb);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "upcase: {}: line 2: a histogram claims a payload of 4294967295 bytes and holds 0\n",
+            bomb.display()
+        )
+    );
+
+    // Counts that add up past 2^64: an error, not a saturated total.
+    let many = scratch_file("many.hlog");
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let mut writer =
+        upcase::bench::hlog::LogWriter::new(std::fs::File::create(&many).unwrap(), start, "t")
+            .unwrap();
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    h.record_n(1000, 1 << 62).unwrap();
+    for i in 0..5 {
+        let from = start + std::time::Duration::from_secs(i);
+        writer
+            .write(&h, from, std::time::Duration::from_secs(1), "latency")
+            .unwrap();
+    }
+    drop(writer);
+    let (code, stderr) = merge_refusal(&many);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.ends_with(": the counts add up to more than 2^64 samples\n"),
+        "{stderr}"
+    );
+
+    // A directory.
+    let dir = std::env::temp_dir();
+    let (code, stderr) = merge_refusal(&dir);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.ends_with(": a directory, not an interval log\n"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&bomb);
+    let _ = std::fs::remove_file(&many);
 }
 
 #[test]

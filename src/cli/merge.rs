@@ -15,10 +15,6 @@ use upcase::bench::hlog;
 use upcase::bench::plot::{self, Series};
 use upcase::bench::report::{Latency, Point, summarize};
 
-/// The largest log read: a day of one-second intervals of a busy run is
-/// a few tens of MiB.
-const MAX_LOG_BYTES: u64 = 1 << 30;
-
 /// Options of `upcase bench merge`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -66,32 +62,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut inputs = Vec::new();
     for path in &args.files {
         let shown = path.display().to_string();
-        let mut text = Vec::new();
-        use std::io::Read as _;
-        std::fs::File::open(path)
-            .with_context(|| format!("cannot read {shown}"))?
-            .take(MAX_LOG_BYTES)
-            .read_to_end(&mut text)
-            .with_context(|| format!("cannot read {shown}"))?;
-        let intervals =
-            hlog::read(&text).map_err(|e| super::UsageError(format!("{shown}, {e}")))?;
+        let refuse = |why: String| super::UsageError(format!("{shown}: {why}"));
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(refuse("a directory, not an interval log".into()).into());
+        }
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {shown}"))?;
         let mut input = Input {
-            file: shown,
+            file: shown.clone(),
             intervals: 0,
             count: 0,
             share: 0.0,
             start_unix_s: None,
             end_unix_s: None,
         };
-        for interval in intervals
-            .iter()
-            .filter(|i| i.tag.as_deref().unwrap_or(hlog::LATENCY_TAG) == args.tag)
-        {
+        // One interval at a time: memory is one line's, whatever the log.
+        for interval in hlog::Reader::new(std::io::BufReader::new(file)) {
+            let interval = interval.map_err(&refuse)?;
+            if interval.tag.as_deref().unwrap_or(hlog::LATENCY_TAG) != args.tag {
+                continue;
+            }
+            let line_count = exact_count(&interval.histogram)
+                .ok_or_else(|| refuse("an interval's counts add up to more than 2^64".into()))?;
+            total
+                .len()
+                .checked_add(line_count)
+                .ok_or_else(|| refuse("the counts add up to more than 2^64 samples".into()))?;
             total
                 .add(&interval.histogram)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                .map_err(|e| refuse(format!("an interval that cannot be added: {e:?}")))?;
             input.intervals += 1;
-            input.count += interval.histogram.len();
+            input.count += line_count;
             let end = interval.start + interval.length;
             input.start_unix_s = Some(
                 input
@@ -155,6 +155,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The number of samples in `histogram`, or None when they add up to more
+/// than a u64 holds (the crate's own total saturates there).
+fn exact_count(histogram: &Histogram<u64>) -> Option<u64> {
+    histogram
+        .iter_recorded()
+        .try_fold(0_u64, |sum, v| sum.checked_add(v.count_at_value()))
 }
 
 fn write_text(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
