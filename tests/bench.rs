@@ -714,3 +714,37 @@ fn a_start_more_than_a_day_away_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_open_loop_ends_a_timeout_after_its_duration_whatever_the_server_does() {
+    // A UDP socket that never answers, and a TCP listener that never
+    // accepts (the kernel completes the handshakes into its backlog) and
+    // so never reads: requests pile up unanswered, then unsendable.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let runs = [
+        ("--udp", silent.local_addr().unwrap().port(), "100"),
+        ("--tcp", deaf.local_addr().unwrap().port(), "500000"),
+    ];
+    for (transport, port, rate) in runs {
+        let (ok, report) = common::bench(&format!(
+            "127.0.0.1 -p {port} {transport} --rate {rate} -d 1s --timeout 0.5s"
+        ));
+        assert!(!ok, "no reply came: {report}");
+        let c = common::counts(&report);
+        assert_eq!(c["received"], 0, "{report}");
+        // Every request due is accounted for: sent (and lost), or not sent.
+        let due: u64 = rate.parse::<u64>().unwrap();
+        assert_eq!(c["sent"] + c["not_sent"], due, "{report}");
+        // The run ends within a timeout of its end: 1 s + 0.5 s, with room
+        // for the timer (before, 100 requests each waiting out the last's
+        // timeout took 50 s, and the TCP run never ended).
+        let seconds = report["seconds"].as_f64().unwrap();
+        assert!(seconds < 2.0, "{transport}: ran {seconds} s");
+        if transport == "--tcp" {
+            assert!(c["not_sent"] > 0, "{report}");
+            let notes = report["notes"].to_string();
+            assert!(notes.contains("were not sent"), "{notes}");
+        }
+    }
+}

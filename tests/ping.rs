@@ -368,3 +368,43 @@ fn every_bad_command_line_exits_two() {
         );
     }
 }
+
+#[test]
+fn tcp_to_a_server_that_never_reads_ends_with_every_probe_lost() {
+    // A listener that never accepts: the kernel completes the handshake,
+    // then the socket fills and a write would wait for ever.
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = deaf.local_addr().unwrap().port().to_string();
+    let args = [
+        "--tcp", "-s", "60000", "-i", "0.01", "-W", "0.5", "-c", "1000",
+    ];
+    let (code, doc) = ping_json(&port, &args);
+    assert_eq!(code, 1, "{doc}");
+    assert_adds_up(&doc);
+    assert_eq!(count(&doc, "received"), 0, "{doc}");
+    assert!(count(&doc, "transmitted") >= 1, "{doc}");
+    assert_eq!(count(&doc, "lost"), count(&doc, "transmitted"), "{doc}");
+    assert_eq!(count(&doc, "errors"), 1, "the probe that did not go: {doc}");
+}
+
+#[test]
+fn ctrl_c_ends_a_tcp_ping_stuck_writing() {
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = deaf.local_addr().unwrap().port().to_string();
+    let child = upcase()
+        .args(["ping", "127.0.0.1", "-p", &port, "--tcp"])
+        .args(["-s", "60000", "-i", "0.001", "-W", "1h", "-c", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough to fill the socket (a few MB at 60 MB/s); a write now
+    // waits on the server, and only Ctrl-C can end the run.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // SAFETY: kill(2) on the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = common::wait_output(child);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--- 127.0.0.1 ping statistics ---"), "{text}");
+    assert!(text.contains("100% packet loss"), "{text}");
+}

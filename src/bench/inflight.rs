@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 pub struct Request {
     /// When it should have been sent: latency is measured from here, so a
     /// stalled server cannot hide the requests it delayed (wrk2's correction
-    /// for coordinated omission). In a closed loop it is when it was sent.
+    /// for coordinated omission), and so does its reply timeout: a request
+    /// sent late has that much less time left. In a closed loop it is when
+    /// it was sent.
     pub intended: Instant,
-    /// When it was sent; its reply timeout runs from here.
-    pub sent: Instant,
     /// Sent after the warm-up: it counts in the report.
     pub measured: bool,
 }
@@ -78,16 +78,20 @@ impl InFlight {
 
     /// When the oldest request times out.
     pub fn next_deadline(&self, timeout: Duration) -> Option<Instant> {
-        self.slots.iter().flatten().next().map(|r| r.sent + timeout)
+        self.slots
+            .iter()
+            .flatten()
+            .next()
+            .map(|r| r.intended + timeout)
     }
 
-    /// Removes the requests sent `timeout` or longer before `now`, and
+    /// Removes the requests intended `timeout` or longer before `now`, and
     /// returns how many of them were measured.
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> u64 {
         let mut measured = 0;
         while let Some(front) = self.slots.front() {
             match front {
-                Some(r) if now.saturating_duration_since(r.sent) < timeout => break,
+                Some(r) if now.saturating_duration_since(r.intended) < timeout => break,
                 Some(r) => {
                     measured += u64::from(r.measured);
                     self.outstanding -= 1;
@@ -125,7 +129,6 @@ mod tests {
         let t = at + Duration::from_millis(ms);
         Request {
             intended: t,
-            sent: t,
             measured: true,
         }
     }

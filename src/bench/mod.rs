@@ -187,7 +187,14 @@ impl Run {
             Some(rate) => {
                 let interval = Duration::from_secs_f64(c.connections as f64 / rate);
                 let first = self.start + interval.mul_f64(index as f64 / c.connections as f64);
-                Pacer::open(first, interval, self.measure_start, self.send_until, quota)
+                Pacer::open(
+                    first,
+                    interval,
+                    c.timeout,
+                    self.measure_start,
+                    self.send_until,
+                    quota,
+                )
             }
         }
     }
@@ -210,15 +217,15 @@ impl Run {
             done: false,
         };
         let size = self.payloads.size() as u64;
+        // Requests due so long ago that they would time out unsent: the
+        // pipeline was full (the server fell behind the rate), or the
+        // socket would not take them.
+        tally.counts.not_sent += pacer.skip_late(now);
         while window.outstanding() < self.config.pipeline && (filled.sent as usize) < max {
             match pacer.poll(now) {
                 Next::Send { intended, measured } => {
                     self.payloads.write(window.next_seq(), out);
-                    window.push(Request {
-                        intended,
-                        sent: now,
-                        measured,
-                    });
+                    window.push(Request { intended, measured });
                     pacer.sent(measured);
                     filled.sent += 1;
                     if measured {

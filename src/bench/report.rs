@@ -27,6 +27,11 @@ pub struct Counts {
     pub failed: u64,
     /// Requests still awaiting a reply when the run was stopped.
     pub in_flight: u64,
+    /// Open loop: requests due that were never sent, because they could not
+    /// go within the timeout of their time (the pipeline stayed full: the
+    /// server fell behind the rate). Not among `sent`.
+    #[serde(default)]
+    pub not_sent: u64,
     /// Replies that answered no request in flight: duplicates, replies after
     /// their timeout, or ones whose sequence number was garbled.
     pub unexpected: u64,
@@ -44,6 +49,7 @@ impl Counts {
         self.lost += o.lost;
         self.failed += o.failed;
         self.in_flight += o.in_flight;
+        self.not_sent += o.not_sent;
         self.unexpected += o.unexpected;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
@@ -396,6 +402,15 @@ impl Results {
     ///   connection, as the textbook TCPServer does.
     pub fn diagnose(&mut self, load: Load) {
         let c = self.counts;
+        if c.not_sent > 0 {
+            self.notes.push(format!(
+                "{} of {} requests due were not sent: each was still waiting for room among the \
+                 requests in flight (--pipeline) a --timeout after it was due. The server fell \
+                 behind the rate asked; the rate reached is the one above",
+                c.not_sent,
+                c.sent + c.not_sent
+            ));
+        }
         match load {
             Load::Udp { timeout } => {
                 let quick = self
@@ -447,9 +462,14 @@ impl Results {
     pub fn text(&self) -> String {
         let c = &self.counts;
         let mut out = String::new();
+        let not_sent = if c.not_sent > 0 {
+            format!(", {} not sent", c.not_sent)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  requests   {} sent, {} received, {} lost, {} failed, {} in flight",
+            "  requests   {} sent, {} received, {} lost, {} failed, {} in flight{not_sent}",
             c.sent, c.received, c.lost, c.failed, c.in_flight
         );
         let _ = writeln!(

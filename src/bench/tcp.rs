@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::time::{sleep, sleep_until, timeout};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 
 use tokio_rustls::client::TlsStream;
 
@@ -55,6 +55,7 @@ pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
                         "connection {index}: gave up after {failures} failed connects: {}",
                         crate::tls::describe_client_failure(&e)
                     );
+                    tally.counts.not_sent += state.pacer.abandon();
                     break;
                 }
                 tokio::select! {
@@ -327,6 +328,7 @@ pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
     let mut reply = vec![0u8; size * 3 + 64];
     loop {
         let now = Instant::now();
+        tally.counts.not_sent += pacer.skip_late(now);
         let (intended, measured) = match pacer.poll(now) {
             Next::Send { intended, measured } => (intended, measured),
             Next::Wait(t) => {
@@ -350,8 +352,10 @@ pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
             run.config.target,
             seq * run.config.connections as u64 + index as u64,
         );
-        let exchange = timeout(
-            run.config.timeout,
+        // The reply is due a timeout after the request was: one sent late
+        // has that much less time.
+        let exchange = timeout_at(
+            (intended + run.config.timeout).into(),
             exchange(&run, source, &message, &mut reply),
         );
         let outcome = tokio::select! {

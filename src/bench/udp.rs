@@ -17,6 +17,7 @@ use crate::udp_io::UdpIo;
 /// settled, or the run is stopped.
 pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
     let mut tally = run.tally(index);
+    let mut pacer = run.pacer(index);
     let target = run.config.target;
     // Watched for reading only: sends go straight to the kernel (see
     // `udp_io`). Binding and connecting a UDP socket never block.
@@ -26,12 +27,14 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
         Err(e) => {
             tracing::warn!("cannot open a UDP socket: {e}");
             tally.error(error_kind(&e));
+            tally.counts.not_sent += pacer.abandon();
             return tally;
         }
     };
     if let Err(e) = socket.connect(target) {
         tracing::warn!("cannot reach udp {target}: {e}");
         tally.error(error_kind(&e));
+        tally.counts.not_sent += pacer.abandon();
         return tally;
     }
     let size = run.payloads.size();
@@ -47,7 +50,6 @@ pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
     let mut recv = RecvBatch::new(BATCH, slot);
     let mut send = SendBatch::new(BATCH, offload);
     let mut out = Vec::with_capacity(BATCH * size);
-    let mut pacer = run.pacer(index);
     let mut window = InFlight::starting_at(1);
     let timeout = run.config.timeout;
 

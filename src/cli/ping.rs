@@ -377,20 +377,40 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
                 next_seq += 1;
                 next_send += args.interval;
                 let bytes = probe(seq, unix_now(), args.size);
-                match transport.send(&bytes).await {
-                    Ok(()) => {
-                        if !args.tcp && !untried.is_empty() && unanswered.len() < MAX_RESENT {
-                            unanswered.push((seq, bytes.clone()));
-                        }
-                        tracker.on_sent(seq, bytes, Instant::now().into_std());
+                // A TCP server that stops reading fills the socket: the
+                // write waits at most a timeout, and Ctrl-C still ends it.
+                let sent = tokio::select! {
+                    biased;
+                    _ = &mut ctrl_c => {
+                        interrupted = true;
+                        break;
                     }
-                    Err(e) => {
-                        errors += 1;
-                        if verbose {
-                            writeln!(out, "seq={seq}: not sent: {e}")?;
-                        }
+                    sent = tokio::time::timeout(args.timeout, transport.send(&bytes)) => sent,
+                };
+                let failure = match sent {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!(
+                        "the server took none of it within {} (it is not reading)",
+                        humantime::format_duration(args.timeout)
+                    )),
+                };
+                if let Some(why) = &failure {
+                    errors += 1;
+                    if verbose {
+                        writeln!(out, "seq={seq}: not sent: {why}")?;
                     }
+                    // Part of a line may have gone: nothing more can be
+                    // sent on this connection.
+                    if args.tcp {
+                        closed = true;
+                    }
+                } else if !args.tcp && !untried.is_empty() && unanswered.len() < MAX_RESENT {
+                    unanswered.push((seq, bytes.clone()));
                 }
+                // Counted as transmitted either way: one that could not be
+                // sent is lost at its deadline, as ping(8) counts it.
+                tracker.on_sent(seq, bytes, Instant::now().into_std());
             }
             Wake::Replies(replies) => {
                 // This address answers: it is the one.
