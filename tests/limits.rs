@@ -303,6 +303,45 @@ fn deny_and_allow_apply_to_both_protocols() {
 }
 
 #[test]
+fn metrics_connections_come_out_of_the_descriptor_budget() {
+    // 64 descriptors and no more: the metrics endpoint keeps at most 64 / 8
+    // = 8 open, and the service's cap is 64 less the 32 reserved, less
+    // those 8.
+    let mut command = std::process::Command::new("prlimit");
+    command.args(["--nofile=64:64", env!("CARGO_BIN_EXE_upcase")]);
+    command.args(["server", "--tcp", "--port", "0", "--listen", "127.0.0.1"]);
+    command.args(["--metrics", "0", "--max-connections-per-source", "1000"]);
+    let server = Server::spawn_command(command);
+    let metrics: SocketAddr = server
+        .next_line()
+        .strip_prefix("metrics on http://")
+        .and_then(|url| url.strip_suffix("/metrics"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 60 silent metrics clients: the oldest are closed as newer come.
+    let silent: Vec<TcpStream> = (0..60).map(|_| connect(metrics, "127.0.0.1")).collect();
+    assert_eq!(common::get(metrics, "/healthz").0, 200);
+    // Every connection of the service's cap is still served.
+    let mut open = Vec::new();
+    for _ in 0..24 {
+        let mut stream = connect(server.tcp4(), "127.0.0.1");
+        assert_eq!(echo_once(&mut stream, b"x"), b"X");
+        open.push(stream);
+    }
+    let mut refused = connect(server.tcp4(), "127.0.0.1");
+    let mut line = String::new();
+    refused.read_to_string(&mut line).unwrap();
+    assert!(line.starts_with("upcase: server busy"), "{line:?}");
+    assert_eq!(common::get(metrics, "/healthz").0, 200);
+    drop((silent, open));
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("max_connections=24"), "{stderr}");
+    assert!(!stderr.contains("accept failed"), "{stderr}");
+}
+
+#[test]
 fn raises_the_fd_limit_and_keeps_the_connection_cap_under_it() {
     // Soft limit 64, hard 128: the server raises its soft limit to 128 and
     // lowers the asked cap of 1000 to 128 less the 32 it keeps in reserve.

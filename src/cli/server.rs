@@ -232,6 +232,8 @@ impl Args {
                 deny: self.deny.clone(),
             },
             listen_backlog: self.listen_backlog,
+            // Set once the open-file limit is raised (see `run`).
+            metrics_connections: 0,
             shutdown_timeout: self.shutdown_timeout.into(),
             drop_rate: self.drop_rate,
             drop_seed: self.seed,
@@ -301,6 +303,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
+    if args.metrics.is_some() {
+        // Its descriptors come out of the connections' share.
+        let soft = server::fdlimit::soft_limit().context("reading the open-file limit")?;
+        config.metrics_connections = server::http::connection_cap(soft);
+    }
     let threads = match args.threads {
         Some(0) => anyhow::bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -336,9 +343,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let metrics = args
         .metrics
         .map(|MetricsAddr(addr)| {
-            let listener = std::net::TcpListener::bind(addr)
+            let listener = server::http::bind(addr)
                 .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
-            listener.set_nonblocking(true)?;
             anyhow::Ok(listener)
         })
         .transpose()?;
@@ -365,6 +371,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(listener) = metrics {
             tokio::spawn(server::http::serve(
                 listener,
+                config.metrics_connections,
                 stats.clone(),
                 shutdown.clone(),
             ));

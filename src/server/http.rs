@@ -29,14 +29,41 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Stats, metrics};
 
-/// Connections served at once. One more closes the oldest: the endpoint is
-/// never full, so a probe always gets in (16 clients pipelining without
-/// reading, or 64 silent ones reconnecting, held a fixed set of slots and
-/// made `/healthz` time out for as long as they liked). Large enough that
-/// a probe is answered long before that many newer connections come to
-/// push it out (the accept loop lets each new connection's task run before
-/// it accepts the next), small beside the process's file descriptors.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once, at most. One more closes the oldest: the
+/// endpoint is never full, so a probe always gets in (16 clients pipelining
+/// without reading, or 64 silent ones reconnecting, held a fixed set of
+/// slots and made `/healthz` time out for as long as they liked). Large
+/// enough that a probe is answered long before that many newer connections
+/// come to push it out (the accept loop lets each new connection's task
+/// run before it accepts the next), small beside the process's file
+/// descriptors.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The endpoint's connection cap under an open-file limit of `soft_limit`:
+/// [`MAX_CONNECTIONS`], or an eighth of the limit when that is less (at
+/// least 4). The server keeps these descriptors out of its connections'
+/// share (`Config::metrics_connections`), so silent metrics clients cannot
+/// take the descriptors the service needs.
+pub fn connection_cap(soft_limit: u64) -> usize {
+    usize::try_from(soft_limit / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(4, MAX_CONNECTIONS)
+}
+
+/// The endpoint's listen backlog: as deep as the service's, so that a
+/// connection flood does not keep a probe waiting to connect.
+pub const BACKLOG: i32 = 1024;
+
+/// Binds the endpoint's listener on `addr` with [`BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
 
 /// A client that has not sent its request headers after this long is closed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,8 +80,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_BUFFERED_BYTES: usize = 8192;
 
 /// The open connections, oldest first, each with the token that closes it.
-#[derive(Default)]
 struct Open {
+    cap: usize,
     next_id: u64,
     connections: VecDeque<(u64, CancellationToken)>,
 }
@@ -62,7 +89,7 @@ struct Open {
 impl Open {
     /// Registers a new connection; closes the oldest if it is one too many.
     fn admit(&mut self) -> (u64, CancellationToken) {
-        if self.connections.len() >= MAX_CONNECTIONS
+        if self.connections.len() >= self.cap
             && let Some((_, oldest)) = self.connections.pop_front()
         {
             oldest.cancel();
@@ -79,15 +106,28 @@ impl Open {
     }
 }
 
-/// Serves the endpoint on `listener` until the process ends. `draining` is
-/// the server's shutdown token: once it is cancelled, `/ready` answers 503.
-pub async fn serve(listener: TcpListener, stats: Arc<Stats>, draining: CancellationToken) {
-    let open = Arc::new(Mutex::new(Open::default()));
+/// Serves the endpoint on `listener`, at most `cap` connections at once,
+/// until the process ends. `draining` is the server's shutdown token: once
+/// it is cancelled, `/ready` answers 503.
+pub async fn serve(
+    listener: TcpListener,
+    cap: usize,
+    stats: Arc<Stats>,
+    draining: CancellationToken,
+) {
+    let open = Arc::new(Mutex::new(Open {
+        cap: cap.max(1),
+        next_id: 0,
+        connections: VecDeque::new(),
+    }));
+    let mut failures = super::throttle::Throttle::new(Duration::from_secs(1));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                if let Some(suppressed) = failures.allow(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "metrics endpoint: accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

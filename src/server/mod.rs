@@ -83,6 +83,10 @@ pub struct Config {
     /// with a one-line error. Lowered at start to fit the open-file limit
     /// (less [`fdlimit::RESERVED_FDS`]). Default: 1024.
     pub max_connections: usize,
+    /// Descriptors the metrics endpoint may hold open (its connection
+    /// cap; see [`http::connection_cap`]), kept out of the connections'
+    /// share of the open-file limit. 0 without `--metrics`. Default: 0.
+    pub metrics_connections: usize,
     /// Open TCP connections from one source at most (nginx's `limit_conn`):
     /// an IPv4 address, or an IPv6 /64 (one host's usual share); more are
     /// refused like those over `max_connections`.
@@ -164,6 +168,7 @@ impl Default for Config {
             proxy_header_timeout: Duration::from_secs(5),
             access: AccessList::default(),
             listen_backlog: 1024,
+            metrics_connections: 0,
             shutdown_timeout: Duration::from_secs(25),
             drop_rate: 0.0,
             drop_seed: None,
@@ -210,7 +215,9 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Arc<Stats>> {
-    let fd_cap = fdlimit::max_connections_for(fdlimit::soft_limit()?);
+    let fd_cap = fdlimit::max_connections_for(fdlimit::soft_limit()?)
+        .saturating_sub(config.metrics_connections)
+        .max(1);
     if config.max_connections > fd_cap {
         tracing::warn!(
             asked = config.max_connections,
