@@ -43,7 +43,7 @@ fn a_port_in_use_is_one_clear_error() {
 
 #[test]
 fn bad_options_are_rejected_with_the_reason() {
-    let table: [(&[&str], &str); 11] = [
+    let table: [(&[&str], &str); 16] = [
         (&["--transform", "shout"], "unknown transform 'shout'"),
         (
             &["--transform", "count:ab"],
@@ -77,6 +77,16 @@ fn bad_options_are_rejected_with_the_reason() {
             &["--reuseport", "--tcp"],
             "'--reuseport' cannot be used with '--tcp'",
         ),
+        // Bounded at parsing: a million threads ran out of memory, and a
+        // table of 2^64 entries panicked every UDP thread after "ready".
+        (&["--threads", "1000000"], "must be at most 1024"),
+        (&["--threads", "0"], "must be at least 1"),
+        (
+            &["--udp-rate-table-entries", "18446744073709551615"],
+            "must be at most 4194304",
+        ),
+        (&["--max-connections", "0"], "must be at least 1"),
+        (&["--max-connections-per-source", "0"], "must be at least 1"),
     ];
     for (args, reason) in table {
         let mut command = upcase();

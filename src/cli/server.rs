@@ -34,8 +34,8 @@ pub struct Args {
     /// What to do to each message: upper, lower, echo, count[:LETTER] (default letter: s), or sockperf (echo as sockperf's server does, for its ping-pong client)
     #[arg(long, default_value_t = Transform::Upper)]
     transform: Transform,
-    /// Worker threads [default: the number of available cores]
-    #[arg(long)]
+    /// Worker threads, 1 to 1024 [default: the number of available cores]
+    #[arg(long, value_parser = bounded::<1, 1024>)]
     threads: Option<usize>,
     /// count: answer an unterminated line after the client pauses this long
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value_t = Config::default().count_pause.into())]
@@ -53,16 +53,16 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().write_timeout.into())]
     write_timeout: humantime::Duration,
     /// At most this many open TCP connections; more are told "busy" and closed
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
+    #[arg(long, value_name = "N", value_parser = bounded::<1, { usize::MAX }>, default_value_t = Config::default().max_connections)]
     max_connections: usize,
     /// At most this many open TCP connections from one IPv4 address or IPv6 /64
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections_per_source)]
+    #[arg(long, value_name = "N", value_parser = bounded::<1, { usize::MAX }>, default_value_t = Config::default().max_connections_per_source)]
     max_connections_per_source: usize,
     /// UDP datagrams answered per second per /24 (IPv4) or /64 (IPv6) source network; 0: no limit
     #[arg(long, value_name = "N", default_value_t = Config::default().udp_rate_limit)]
     udp_rate_limit: u32,
-    /// Source networks the UDP rate limiter tracks at most (per socket)
-    #[arg(long, value_name = "N", default_value_t = Config::default().udp_rate_table_entries)]
+    /// Source networks the UDP rate limiter tracks at most (per socket), 1 to 4194304
+    #[arg(long, value_name = "N", value_parser = bounded::<1, { 1 << 22 }>, default_value_t = Config::default().udp_rate_table_entries)]
     udp_rate_table_entries: usize,
     /// Apply the per-source limits to loopback sources too (exempt by default)
     #[arg(long)]
@@ -280,6 +280,23 @@ fn longer_than_zero(s: &str) -> Result<humantime::Duration, String> {
         .map_err(|e| format!("{e}: 0 would close every connection at once (give e.g. 1h)"))
 }
 
+/// A whole number from `MIN` to `MAX`, refused at parsing (exit 2) when
+/// outside: a setting with no bound (a million threads, a table of 2^64
+/// entries) would fail at run time, or take the memory.
+fn bounded<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    if n > MAX {
+        return Err(format!("must be at most {MAX}"));
+    }
+    Ok(n)
+}
+
 /// Runs the server until a signal stops it.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = args.config();
@@ -291,14 +308,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into());
     }
     config.tls = args.tls()?;
-    anyhow::ensure!(
-        config.max_connections > 0,
-        "--max-connections must be at least 1"
-    );
-    anyhow::ensure!(
-        config.max_connections_per_source > 0,
-        "--max-connections-per-source must be at least 1"
-    );
     match server::fdlimit::raise_to_hard_limit() {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
@@ -308,11 +317,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let soft = server::fdlimit::soft_limit().context("reading the open-file limit")?;
         config.metrics_connections = server::http::connection_cap(soft);
     }
-    let threads = match args.threads {
-        Some(0) => anyhow::bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()

@@ -273,6 +273,8 @@ pub async fn run(
             "simulating UDP loss (--seed {drop_seed} reproduces it)"
         );
     }
+    // Why a UDP thread stopped serving before the shutdown, if one did.
+    let died = Arc::new(std::sync::Mutex::new(None::<String>));
     for socket in listeners.udp {
         // One generator per socket, each from the seed itself: the drops
         // follow the order of datagrams on a socket, whatever the traffic
@@ -280,7 +282,34 @@ pub async fn run(
         // gives students the same drops with --listen 127.0.0.1 as with the
         // default sockets).
         let (config, stats, shutdown) = (config.clone(), stats.clone(), shutdown.clone());
-        tracker.spawn_blocking(move || udp::serve(socket, config, stats, drop_seed, shutdown));
+        let died = died.clone();
+        tracker.spawn_blocking(move || {
+            let local = socket
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                udp::serve(socket, config, stats, drop_seed, shutdown.clone());
+            }));
+            // A thread that ends before the shutdown leaves its socket
+            // unserved: say so and stop the whole server (its status says
+            // it failed), never serve on half silently.
+            if !shutdown.is_cancelled() {
+                let why = match served {
+                    Ok(()) => "it stopped".to_owned(),
+                    Err(panic) => panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "it panicked".to_owned()),
+                };
+                let why = format!("the UDP socket on {local} is no longer served: {why}");
+                tracing::error!("{why}; shutting down");
+                died.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(why);
+                shutdown.cancel();
+            }
+        });
     }
     tracker.close();
 
@@ -298,6 +327,9 @@ pub async fn run(
             still_open = tracker.len(),
             "shutdown deadline passed; closing what is left"
         );
+    }
+    if let Some(why) = died.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(std::io::Error::other(why));
     }
     Ok(stats)
 }
