@@ -188,6 +188,80 @@ for source in ["fd00:1::10", "fd00:1::11", "fd00:2::10"]:
 
 #[test]
 #[ignore = "needs root and ip netns; run by .ci/run"]
+fn an_ipv6_slash_56_holds_at_most_a_quarter_of_the_server() {
+    // One customer's /56 (fd00:1:0:X::/64 for 16 values of X) and another
+    // customer's address, on the namespace's loopback interface.
+    let netns = Netns::new("v6agg");
+    let mut setup = String::from("ip -6 addr add fd00:9::1/64 dev lo nodad");
+    for net in 0..16 {
+        setup.push_str(&format!(
+            " && ip -6 addr add fd00:1:0:{net:x}::10/64 dev lo nodad"
+        ));
+    }
+    setup.push_str(" && ip -6 addr add fd00:2::10/64 dev lo nodad");
+    netns.exec_sh(&setup);
+    let mut command = netns.command(env!("CARGO_BIN_EXE_upcase"));
+    command.args(["server", "--listen", "fd00:9::1", "--port", "0"]);
+    command.args(["--max-connections", "64", "--udp-rate-limit", "2"]);
+    let server = Server::spawn_listening_on(command, 2);
+    let port = server.port().to_string();
+    // Each of the 16 /64s opens 4 connections (its own cap is 64) and
+    // holds them; then the other customer connects. Then 6 /64s send 20
+    // datagrams each at once: their /64s allow bursts of 2 each (12 in
+    // all), their /56 one of 8 (4 x 2).
+    let script = r#"
+import socket, sys
+port = int(sys.argv[1])
+held, served, refused = [], 0, 0
+def connect(source):
+    s = socket.create_connection(("fd00:9::1", port), timeout=20, source_address=(source, 0))
+    s.sendall(b"x\n")
+    held.append(s)
+    return s.recv(200)
+for net in range(16):
+    for _ in range(4):
+        if connect("fd00:1:0:%x::10" % net) == b"X\n":
+            served += 1
+        else:
+            refused += 1
+print("customer", served, refused)
+print("other", connect("fd00:2::10").decode().strip())
+sockets = []
+for net in range(6):
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u.bind(("fd00:1:0:%x::10" % net, 0))
+    u.settimeout(0.5)
+    sockets.append(u)
+for u in sockets:
+    for i in range(20):
+        u.sendto(b"d", ("fd00:9::1", port))
+answered = 0
+for u in sockets:
+    try:
+        while True:
+            u.recv(10)
+            answered += 1
+    except socket.timeout:
+        pass
+print("udp", answered)
+"#;
+    let mut python = netns.command("python3");
+    python.args(["-c", script, &port]);
+    let out = run_with_input(python, b"");
+    assert_success(&out);
+    // A quarter of 64 connections; four times the UDP allowance.
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "customer 16 48\nother X\nudp 8\n"
+    );
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("tcp_refused_per_source=48"), "{stderr}");
+    assert!(stderr.contains("udp_rate_limited=112"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root and ip netns; run by .ci/run"]
 fn udp_replies_come_from_the_address_asked_on_a_host_with_several() {
     // The server's host has two IPv4 and two IPv6 addresses on one
     // interface; without the destination of each datagram, replies to the

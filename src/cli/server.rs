@@ -58,6 +58,15 @@ pub struct Args {
     /// At most this many open TCP connections from one IPv4 address or IPv6 /64
     #[arg(long, value_name = "N", value_parser = bounded::<1, { usize::MAX }>, default_value_t = Config::default().max_connections_per_source)]
     max_connections_per_source: usize,
+    /// At most this many open TCP connections from one IPv6 aggregate (see --ipv6-aggregate-prefix) [default: a quarter of --max-connections]
+    #[arg(long, value_name = "N", value_parser = bounded::<1, { usize::MAX }>)]
+    max_connections_per_aggregate: Option<usize>,
+    /// UDP datagrams answered per second per IPv6 aggregate [default: 4 x --udp-rate-limit]
+    #[arg(long, value_name = "N")]
+    udp_rate_limit_per_aggregate: Option<u32>,
+    /// Prefix length of an IPv6 aggregate, 32 to 64: one customer's share (a /56 holds 256 /64 sources); 64: no aggregate
+    #[arg(long, value_name = "LEN", default_value_t = Config::default().ipv6_aggregate_prefix, value_parser = clap::value_parser!(u8).range(32..=64))]
+    ipv6_aggregate_prefix: u8,
     /// UDP datagrams answered per second per /24 (IPv4) or /64 (IPv6) source network; 0: no limit
     #[arg(long, value_name = "N", default_value_t = Config::default().udp_rate_limit)]
     udp_rate_limit: u32,
@@ -217,6 +226,9 @@ impl Args {
             write_timeout: self.write_timeout.into(),
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,
+            max_connections_per_aggregate: self.max_connections_per_aggregate.unwrap_or(0),
+            udp_rate_limit_per_aggregate: self.udp_rate_limit_per_aggregate.unwrap_or(0),
+            ipv6_aggregate_prefix: self.ipv6_aggregate_prefix,
             udp_rate_limit: self.udp_rate_limit,
             udp_rate_table_entries: self.udp_rate_table_entries,
             limit_loopback: self.limit_loopback,

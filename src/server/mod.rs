@@ -92,6 +92,18 @@ pub struct Config {
     /// refused like those over `max_connections`.
     /// Default: 64.
     pub max_connections_per_source: usize,
+    /// Open TCP connections from one IPv6 aggregate (a prefix of
+    /// `ipv6_aggregate_prefix` bits: a customer's /56 holds 256 /64s, each a
+    /// source of its own) at most. 0: a quarter of `max_connections` (as
+    /// lowered to fit the open-file limit), at least 1. Default: 0.
+    pub max_connections_per_aggregate: usize,
+    /// UDP datagrams answered per second per IPv6 aggregate, in bursts of
+    /// one second's worth. 0: four times `udp_rate_limit` (a quarter of the
+    /// 16 /64s' worth that held the whole allowance before). Default: 0.
+    pub udp_rate_limit_per_aggregate: u32,
+    /// The length of an IPv6 aggregate's prefix, 32 to 64 (64: no
+    /// aggregate beyond the /64 source). Default: 56.
+    pub ipv6_aggregate_prefix: u8,
     /// UDP datagrams answered per second per source network (/24 for IPv4,
     /// /64 for IPv6), in bursts of one second's worth; the rest are dropped
     /// and counted. 0 turns the limit off. Default: 200.
@@ -107,8 +119,9 @@ pub struct Config {
     /// host. Default: false.
     pub limit_loopback: bool,
     /// Sources exempt from the per-source limits (`max_connections_per_source`,
-    /// `udp_rate_limit`): a benchmarking or monitoring host. Not from the
-    /// access list, the connection cap or the loop breaker. Default: none.
+    /// `udp_rate_limit`, their aggregates) and the UDP loop breaker: a
+    /// benchmarking or monitoring host. Not from the access list or the
+    /// connection cap. Default: none.
     pub exempt: Vec<ipnet::IpNet>,
     /// TCP connections from these networks must start with a PROXY protocol
     /// header (version 1 or 2, from a load balancer), whose client address
@@ -160,6 +173,9 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_source: 64,
+            max_connections_per_aggregate: 0,
+            udp_rate_limit_per_aggregate: 0,
+            ipv6_aggregate_prefix: 56,
             udp_rate_limit: 200,
             udp_rate_table_entries: 65_536,
             limit_loopback: false,
@@ -226,10 +242,20 @@ pub async fn run(
         );
         config.max_connections = fd_cap;
     }
+    if config.max_connections_per_aggregate == 0 {
+        config.max_connections_per_aggregate = (config.max_connections / 4).max(1);
+    }
+    if config.udp_rate_limit_per_aggregate == 0 {
+        config.udp_rate_limit_per_aggregate = config.udp_rate_limit.saturating_mul(4);
+    }
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let per_source = sources::SourceCounts::new(config.max_connections_per_source);
+    let per_source = sources::SourceCounts::new(
+        config.max_connections_per_source,
+        config.max_connections_per_aggregate,
+        config.ipv6_aggregate_prefix,
+    );
 
     let (lot, incoming) = if listeners.tcp.is_empty() || config.park_after.is_zero() {
         (None, None)

@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use super::park::{self, Closing};
 use super::proxy;
 use super::refuse::refuse;
-use super::sources::{SourceCounts, SourceSlot};
+use super::sources::{Full, SourceCounts, SourceSlot};
 use super::stopping::Stopping;
 use super::throttle::Throttle;
 use super::tls::Tls;
@@ -103,15 +103,25 @@ impl Admission {
         }
         let source_slot = if !config.limits_source(client.ip()) {
             None
-        } else if let Some(source_slot) = self.per_source.try_acquire(client.ip()) {
-            Some(source_slot)
         } else {
-            Stats::add(&stats.tcp_refused_per_source, 1);
-            if let Some(suppressed) = self.log_refusal() {
-                tracing::warn!(peer = %client, max_connections_per_source = config.max_connections_per_source, suppressed, "refusing connection: too many from this address");
+            match self.per_source.try_acquire(client.ip()) {
+                Ok(source_slot) => Some(source_slot),
+                Err(full) => {
+                    Stats::add(&stats.tcp_refused_per_source, 1);
+                    if let Some(suppressed) = self.log_refusal() {
+                        match full {
+                            Full::Source => {
+                                tracing::warn!(peer = %client, max_connections_per_source = config.max_connections_per_source, suppressed, "refusing connection: too many from this address")
+                            }
+                            Full::Aggregate => {
+                                tracing::warn!(peer = %client, prefix = config.ipv6_aggregate_prefix, max_connections_per_aggregate = config.max_connections_per_aggregate, suppressed, "refusing connection: too many from this address's network")
+                            }
+                        }
+                    }
+                    refuse(&stream, SOURCE_BUSY_LINE);
+                    return;
+                }
             }
-            refuse(&stream, SOURCE_BUSY_LINE);
-            return;
         };
         if let Some(tls) = &self.tls {
             let cx = tls_conn::Context {

@@ -105,6 +105,8 @@ pub(super) fn serve(
     let mut loss = Loss::new(config.drop_rate, drop_seed);
     let mut limiter = SourceLimiter::new(
         config.udp_rate_limit,
+        config.udp_rate_limit_per_aggregate,
+        config.ipv6_aggregate_prefix,
         config.udp_rate_table_entries,
         Instant::now(),
     );
