@@ -748,3 +748,20 @@ fn an_open_loop_ends_a_timeout_after_its_duration_whatever_the_server_does() {
         }
     }
 }
+
+#[test]
+fn huge_wrong_replies_are_not_blamed_on_the_rate_limit() {
+    // Every reply is the right one padded to 65,000 bytes: wrong, and too
+    // many at once for the socket's buffer, so most are lost too.
+    let (_server, port, _) = start_python_server("faulty_server.py", &["udp", "--pad-to", "65000"]);
+    let (ok, report) = bench(&format!(
+        "127.0.0.1 --port {port} --udp -n 200 --pipeline 32 --timeout 300ms"
+    ));
+    assert!(!ok, "{report}");
+    let c = counts(&report);
+    assert!(c["received"] > 0, "{report}");
+    assert_eq!(c["mismatched"], c["received"], "{report}");
+    let notes = report["notes"].to_string();
+    assert!(!notes.contains("--udp-rate-limit"), "{notes}");
+    assert!(notes.contains("replies were wrong"), "{notes}");
+}

@@ -402,6 +402,15 @@ impl Results {
     ///   connection, as the textbook TCPServer does.
     pub fn diagnose(&mut self, load: Load) {
         let c = self.counts;
+        if c.mismatched > 0 && c.mismatched * 2 >= c.received {
+            self.notes.push(format!(
+                "{} of {} replies were wrong: not the request transformed as --expect says \
+                 (another transform, another protocol on this port, or longer replies than \
+                 the requests, which are cut and counted wrong); lost requests then say \
+                 nothing of a rate limit",
+                c.mismatched, c.received
+            ));
+        }
         if c.not_sent > 0 {
             self.notes.push(format!(
                 "{} of {} requests due were not sent: each was still waiting for room among the \
@@ -416,7 +425,10 @@ impl Results {
                 let quick = self
                     .latency
                     .is_some_and(|l| l.p99_ms < timeout.as_secs_f64() * 1000.0 / 4.0);
-                if c.lost > 0 && c.lost * 100 >= c.sent && quick {
+                // Wrong replies point elsewhere (a server that answers
+                // something else, or too much for the socket to hold):
+                // the rate limit is no explanation then.
+                if c.lost > 0 && c.lost * 100 >= c.sent && quick && c.mismatched == 0 {
                     self.notes.push(format!(
                         "{} of {} requests got no reply while the replies that came were quick: \
                          the server may be refusing them rather than the path losing them. \

@@ -3,6 +3,7 @@
 #
 #   faulty_server.py PORT udp|tcp [--drop-every D] [--corrupt-every C]
 #                    [--duplicate-every U] [--stall-at K --stall-secs S]
+#                    [--pad-to P]
 #
 # Messages are numbered 1, 2, ... in the order they arrive (UDP: datagrams;
 # TCP: lines, on any connection). Message k is
@@ -11,7 +12,8 @@
 #     '#' if k % C == 0, and
 #   - answered twice if k % U == 0 (and not dropped).
 # Before answering message K, the server sleeps S seconds (once), holding
-# every later message back too.
+# every later message back too. With --pad-to, every reply is the right one
+# followed by '#'s up to P bytes (a wrong reply, as long as P).
 import argparse
 import socket
 import threading
@@ -25,6 +27,7 @@ parser.add_argument("--corrupt-every", type=int, default=0)
 parser.add_argument("--duplicate-every", type=int, default=0)
 parser.add_argument("--stall-at", type=int, default=0)
 parser.add_argument("--stall-secs", type=float, default=0.0)
+parser.add_argument("--pad-to", type=int, default=0)
 args = parser.parse_args()
 
 lock = threading.Lock()
@@ -50,6 +53,7 @@ def replies(message):
         last = len(reply) - 2 if reply.endswith(b"\n") else len(reply) - 1
         if last >= 0:
             reply[last] = ord("#")
+    reply += b"#" * max(0, args.pad_to - len(reply))
     return [bytes(reply)] * (2 if every(args.duplicate_every, k) else 1)
 
 
