@@ -91,6 +91,15 @@ pub enum ClientError {
         /// The limit for the server's address family.
         max: usize,
     },
+    /// The server turned the connection away with one of its refusal
+    /// lines ([`crate::refusal`]), and closed it.
+    #[error("tcp {addr}: refused: {}", .refusal.explain())]
+    Refused {
+        /// The server's address.
+        addr: SocketAddr,
+        /// Why.
+        refusal: crate::refusal::Refusal,
+    },
     /// The reply grew past the limit without ending.
     #[error("tcp {addr}: reply longer than {max} bytes without a newline")]
     ReplyTooLong {
@@ -446,6 +455,15 @@ impl TcpClient {
                     return Err(e);
                 }
                 Ok(reply) => {
+                    if let Some(refusal) = crate::refusal::Refusal::of(&reply.bytes)
+                        && self.closes_soon()
+                    {
+                        let addr = self.stream.as_ref().map(Stream::peer);
+                        self.stream = None;
+                        if let Some(addr) = addr {
+                            return Err(ClientError::Refused { addr, refusal });
+                        }
+                    }
                     if !reply.complete {
                         self.stream = None;
                     }
@@ -453,6 +471,24 @@ impl TcpClient {
                 }
             }
         }
+    }
+
+    /// Whether the server closes the connection within a moment (a
+    /// second at most): after a refusal line it does; a server that only
+    /// echoed the same words keeps it open.
+    fn closes_soon(&mut self) -> bool {
+        let Some(stream) = &self.stream else {
+            return true;
+        };
+        let wait = self.timeout.min(Duration::from_secs(1));
+        let _ = stream.tcp().set_read_timeout(Some(wait));
+        let mut byte = [0u8; 1];
+        let closed = match stream.tcp().peek(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => !is_timeout(&e),
+        };
+        let _ = stream.tcp().set_read_timeout(Some(self.timeout));
+        closed
     }
 
     fn try_request(&mut self, message: &[u8]) -> Result<Reply, Attempt> {

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`transform`] | the text transforms (upper, lower, echo, count, sockperf): pure, no I/O |
 //! | [`protocol`] | what a message is on UDP and on TCP, and its reply: pure, no I/O |
+//! | [`refusal`] | the lines a server sends instead of a reply before it closes: pure, no I/O |
 //! | [`server`] | [`server::Config`] (every limit), binding, the TCP and UDP serving loops |
 //! | [`client`] | connecting, sending a message, awaiting the reply that matches it |
 //! | [`io_error`] | I/O errors in the words the tools print them |
@@ -27,6 +28,7 @@ pub mod io_error;
 pub mod mmsg;
 pub mod ping;
 pub mod protocol;
+pub mod refusal;
 pub mod server;
 pub mod sockperf;
 pub mod stats;

@@ -7,6 +7,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::{Server, assert_success, python, run_with_input, upcase};
+use upcase::refusal::Refusal;
 
 fn client(args: &[&str]) -> std::process::Command {
     let mut command = upcase();
@@ -260,4 +261,74 @@ fn interactive_tcp_with_no_server_reports_and_prompts_again() {
         screen.ends_with("Input lowercase sentence:\n\nexit status 1\n"),
         "{screen}"
     );
+}
+
+#[test]
+fn interactive_exit_status_counts_typed_lines_not_the_first_connect() {
+    // The client starts before the server (told so), the server starts,
+    // then every typed line is answered: status 0.
+    let port = common::free_port().to_string();
+    let ready = std::env::temp_dir().join(format!("upcase-pty-ready-{}", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let bin = env!("CARGO_BIN_EXE_upcase");
+    let mut drive = python("pty_drive.py", &["hello", "--", bin, "client", "-p", &port]);
+    drive.env("PTY_DRIVE_WAIT_FOR", &ready);
+    let person = std::thread::spawn(move || run_with_input(drive, b""));
+    // The client's first connect is refused at once; then the server.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut server = upcase();
+    server.args([
+        "server",
+        "--tcp",
+        "--listen",
+        "127.0.0.1",
+        "--listen",
+        "::1",
+    ]);
+    server.args(["--port", &port]);
+    let _server = Server::spawn_command(server);
+    std::fs::write(&ready, b"").unwrap();
+    let out = person.join().unwrap();
+    let _ = std::fs::remove_file(&ready);
+    let screen = String::from_utf8(out.stdout).unwrap().replace("\r\n", "\n");
+    assert!(screen.contains("(each line tries again)"), "{screen}");
+    assert!(
+        screen.ends_with(
+            "Input lowercase sentence:hello\nHELLO\nInput lowercase sentence:\n\nexit status 0\n"
+        ),
+        "{screen}"
+    );
+}
+
+#[test]
+fn a_refusal_is_an_error_on_stderr_not_a_reply() {
+    // A full server: one connection held, the next refused.
+    let server = Server::start(&["--tcp", "--max-connections", "1"]);
+    let port = server.port().to_string();
+    let held = std::net::TcpStream::connect(server.tcp4()).unwrap();
+    let out = run_with_input(client(&["127.0.0.1", "-p", &port]), b"hi\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!(
+            "upcase: tcp 127.0.0.1:{port}: refused: server busy, too many connections; try again later\n"
+        )
+    );
+    drop(held);
+    // The same words from an echo server that keeps the connection open
+    // are a reply.
+    let echo = Server::start(&["--tcp", "--transform", "echo"]);
+    let words = Refusal::Busy.line();
+    let out = run_with_input(
+        client(&["127.0.0.1", "-p", &echo.port().to_string()]),
+        words,
+    );
+    assert_success(&out);
+    assert_eq!(out.stdout, words);
 }

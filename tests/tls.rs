@@ -205,12 +205,20 @@ fn a_plain_client_on_the_tls_port_is_told_in_plaintext_and_counted() {
         printed.contains("From Server:  upcase: this port speaks TLS"),
         "{printed}"
     );
+    // Our own client without --tls: an error that says what to add.
+    let mut plain_client = upcase();
+    plain_client.args(["client", "127.0.0.1", "-p", &port]);
+    let out = run_with_input(plain_client, b"hi\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert_stderr_has(&out, "refused: this port speaks TLS");
+    assert_stderr_has(&out, "(add --tls)");
     // The server serves TLS on.
     let mut tls = rustls_client(&pki, "ca.pem", server.tls4());
     assert_eq!(ask(&mut tls, "still here"), "STILL HERE\n");
     drop(tls);
     let (_, log) = server.stop();
-    assert_eq!(counter(&log, "tls_failed_not_tls"), 2);
+    assert_eq!(counter(&log, "tls_failed_not_tls"), 3);
     assert_eq!(counter(&log, "tls_handshakes"), 1);
 }
 

@@ -82,12 +82,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // A person may have started the client first: say so, prompt
             // anyway, and connect again with the first line.
             let (client, error) = TcpClient::try_connect(&target, addrs, timeout, max_reply, tls);
+            // Not a failure of any line: the status counts typed lines
+            // that got no reply.
             if let Some(e) = error {
                 super::output::report_error(format_args!(
                     "{:#} (each line tries again)",
                     anyhow::Error::from(e)
                 ));
-                failed = true;
             }
             Transport::Tcp(client)
         } else {

@@ -40,18 +40,12 @@ use super::tls_conn;
 use super::turn::{READ_BUFFER, linger, poll_deadline, written};
 use super::{Config, Stats};
 use crate::protocol::{LineTooLong, StreamReplier, count_lines};
+use crate::refusal::Refusal;
 
 /// After an `accept(2)` error such as running out of file descriptors, wait
 /// this long before trying again, doubling up to [`MAX_ACCEPT_BACKOFF`].
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// What a refused client is told before its connection is closed.
-const BUSY_LINE: &[u8] = b"upcase: server busy, too many connections; try again later\n";
-
-/// What a client over its per-source cap is told.
-const SOURCE_BUSY_LINE: &[u8] =
-    b"upcase: too many connections from your address; try again later\n";
 
 /// What every connection of a server shares: one `Arc` per connection.
 pub(super) struct Shared {
@@ -118,7 +112,7 @@ impl Admission {
                             }
                         }
                     }
-                    refuse(&stream, SOURCE_BUSY_LINE);
+                    refuse(&stream, Refusal::PerSource.line());
                     return;
                 }
             }
@@ -244,7 +238,7 @@ impl Acceptor {
                 if let Some(suppressed) = busy_log.allow(Instant::now()) {
                     tracing::warn!(%peer, max_connections = config.max_connections, suppressed, "refusing connection: server busy");
                 }
-                refuse(&stream, BUSY_LINE);
+                refuse(&stream, Refusal::Busy.line());
                 continue;
             };
             if proxied {

@@ -32,12 +32,6 @@ use crate::tls::{inner_error, rustls};
 /// The first byte of a TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// What a client that speaks plaintext to the TLS port is told, in
-/// plaintext, before the connection closes (the textbook TCPClient prints
-/// it).
-const NOT_TLS_LINE: &[u8] =
-    b"upcase: this port speaks TLS; connect with a TLS client, or to the plain port\n";
-
 /// What a TLS connection needs from its server.
 pub(super) struct Context {
     pub config: Arc<Config>,
@@ -145,7 +139,8 @@ async fn handshake(
             return Err((Failure::Io, eof));
         }
         Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
-            super::refuse::refuse(&stream, NOT_TLS_LINE);
+            // In plaintext: the textbook TCPClient prints it.
+            super::refuse::refuse(&stream, crate::refusal::Refusal::NotTls.line());
             let e = io::Error::new(io::ErrorKind::InvalidData, "not TLS: plaintext or junk");
             return Err((Failure::NotTls, e));
         }

@@ -4,7 +4,9 @@ usage: pty_drive.py LINE... -- COMMAND...
 
 Waits for each prompt ("Input lowercase sentence:"), types each LINE and
 Enter, then types Ctrl-D. Prints everything the terminal showed, then
-"exit status N".
+"exit status N". With PTY_DRIVE_WAIT_FOR=PATH in the environment, types
+nothing before that file exists (a person who starts the server in another
+terminal before typing).
 """
 import os
 import pty
@@ -38,6 +40,11 @@ def read_until(needle, count, deadline):
             screen += data
 
 deadline = time.monotonic() + 20
+wait_for = os.environ.get('PTY_DRIVE_WAIT_FOR')
+while wait_for and not os.path.exists(wait_for):
+    if time.monotonic() > deadline:
+        raise SystemExit(f'timed out waiting for {wait_for}')
+    time.sleep(0.02)
 for i, line in enumerate(lines, start=1):
     read_until(PROMPT, i, deadline)
     os.write(fd, line.encode() + b'\r')
