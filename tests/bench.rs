@@ -765,3 +765,96 @@ fn huge_wrong_replies_are_not_blamed_on_the_rate_limit() {
     assert!(!notes.contains("--udp-rate-limit"), "{notes}");
     assert!(notes.contains("replies were wrong"), "{notes}");
 }
+
+#[test]
+fn refusals_are_counted_by_reason_not_as_wrong_replies() {
+    // A full server: one connection held, every one-shot request refused.
+    let server = Server::start(&["--tcp", "--listen", "127.0.0.1", "--max-connections", "1"]);
+    let held = std::net::TcpStream::connect(server.tcp4()).unwrap();
+    let port = server.port();
+    let (ok, report) = common::bench(&format!("127.0.0.1 -p {port} --tcp --mode oneshot -n 20"));
+    assert!(!ok, "{report}");
+    let c = counts(&report);
+    assert_eq!(c["mismatched"], 0, "{report}");
+    assert_eq!(c["failed"], 20, "{report}");
+    assert_eq!(report["errors"]["refused_busy"], 20, "{report}");
+    // On persistent connections too.
+    let (_, report) = common::bench(&format!("127.0.0.1 -p {port} --tcp -n 5"));
+    assert_eq!(counts(&report)["mismatched"], 0, "{report}");
+    assert!(
+        report["errors"]["refused_busy"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    drop(held);
+}
+
+#[test]
+fn the_tls_port_without_tls_is_a_refusal_that_suggests_tls() {
+    let pki = common::tls::Pki::new("benchplain");
+    let server = pki.server("server", &[]);
+    let port = server.tls4().port();
+    for mode in ["persistent", "oneshot"] {
+        let (ok, report) = common::bench(&format!("127.0.0.1 -p {port} --tcp --mode {mode} -n 5"));
+        assert!(!ok, "{report}");
+        assert_eq!(counts(&report)["mismatched"], 0, "{mode}: {report}");
+        assert!(
+            report["errors"]["refused_not_tls"].as_u64().unwrap() > 0,
+            "{mode}: {report}"
+        );
+        let notes = report["notes"].to_string();
+        assert!(notes.contains("--tls"), "{mode}: {notes}");
+        assert!(!notes.contains("--mode oneshot"), "{mode}: {notes}");
+    }
+}
+
+#[test]
+fn loss_fails_the_run_unless_allowed() {
+    // 30% of datagrams dropped, the same ones each time (--seed).
+    let server = Server::start(&[
+        "--udp",
+        "--listen",
+        "127.0.0.1",
+        "--drop-rate",
+        "0.3",
+        "--seed",
+        "7",
+    ]);
+    let port = server.port();
+    let run = |extra: &str| {
+        let mut command = upcase();
+        command.args(["bench", "127.0.0.1", "-p", &port.to_string(), "--udp"]);
+        command.args(["-n", "200", "--timeout", "200ms"]);
+        command.args(extra.split_whitespace());
+        run_with_input(command, b"").status.code()
+    };
+    assert_eq!(run(""), Some(1), "any loss fails by default");
+    assert_eq!(run("--max-loss 50"), Some(0), "up to half allowed");
+    assert_eq!(run("--max-loss 5%"), Some(1));
+}
+
+#[test]
+fn what_can_be_checked_is_checked_before_any_load() {
+    // Nothing listens on this port: each check must fail before any
+    // connection is tried, with exit 2 and its reason.
+    let port = common::free_port().to_string();
+    let missing = std::env::temp_dir()
+        .join("upcase-no-such-dir")
+        .join("x.svg");
+    let missing = missing.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--udp", "--tls"], "--tls is for TCP"),
+        (&["--udp", "--plot", missing], "cannot write the chart to"),
+        (&["--udp", "--threads", "100000"], "must be at most 1024"),
+        (&["--udp", "-c", "100000"], "needs about 100064 open files"),
+    ];
+    for (args, reason) in cases {
+        let mut command = upcase();
+        command
+            .args(["bench", "127.0.0.1", "-p", &port, "-d", "30s"])
+            .args(args);
+        let out = run_with_input(command, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}

@@ -141,6 +141,34 @@ fn the_tools_end_quietly() {
     let mut bench = upcase();
     bench.args(["bench", "127.0.0.1", "-p", &port, "--udp", "-n", "100"]);
     assert_quiet_success(&run_with_closed_stdout(bench), "bench");
+    // JSON and the JSON stream too (`bench --json | head -1`).
+    for json in ["--json", "--json-stream"] {
+        let mut bench = upcase();
+        bench.args([
+            "bench",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--udp",
+            "-n",
+            "100",
+            json,
+        ]);
+        assert_quiet_success(&run_with_closed_stdout(bench), json);
+    }
+    let mut ping = upcase();
+    ping.args([
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-c",
+        "2",
+        "-i",
+        "0.05",
+        "--json",
+    ]);
+    assert_quiet_success(&run_with_closed_stdout(ping), "ping --json");
 
     let mut client = upcase();
     client.args(["client", "127.0.0.1", "-p", &port]);

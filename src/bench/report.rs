@@ -402,6 +402,29 @@ impl Results {
     ///   connection, as the textbook TCPServer does.
     pub fn diagnose(&mut self, load: Load) {
         let c = self.counts;
+        let refused = |kind: &str| self.errors.get(kind).copied().unwrap_or(0);
+        let refusals = [
+            (
+                refused("refused_not_tls"),
+                "this port speaks TLS: add --tls (and --ca, or --insecure for a throwaway \
+                 certificate)",
+            ),
+            (
+                refused("refused_busy"),
+                "the server is at its --max-connections: fewer --connections, or a higher cap",
+            ),
+            (
+                refused("refused_per_source"),
+                "this address is at the server's --max-connections-per-source: fewer \
+                 --connections, or run the server with --exempt for this host",
+            ),
+        ];
+        for (n, why) in refusals {
+            if n > 0 {
+                self.notes
+                    .push(format!("the server refused {n} connections: {why}"));
+            }
+        }
         if c.mismatched > 0 && c.mismatched * 2 >= c.received {
             self.notes.push(format!(
                 "{} of {} replies were wrong: not the request transformed as --expect says \
@@ -441,7 +464,7 @@ impl Results {
             }
             Load::TcpPersistent => {
                 let closed = self.errors.get("closed").copied().unwrap_or(0);
-                if closed > 0 && c.received <= 2 * closed {
+                if closed > 0 && c.received > 0 && c.received <= 2 * closed {
                     self.notes.push(format!(
                         "the server closed {closed} connections after about one reply each \
                          ({} replies): it answers one request per connection, as the textbook \

@@ -13,6 +13,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::conn::Conn;
 use super::{InFlight, Next, Run, Tally, error_kind};
+use crate::refusal::Refusal;
 
 /// Bytes read per call on a persistent connection.
 const READ_BYTES: usize = 64 * 1024;
@@ -177,6 +178,13 @@ async fn session(
             while let Some(at) = memchr::memchr(b'\n', &input[filled..end]) {
                 let line_end = filled + at;
                 let line = &input[start..line_end];
+                if let Some(refusal) = Refusal::of(line) {
+                    // The server turned the connection away and closes it:
+                    // every request on it failed, for that reason.
+                    run.counted(0, received);
+                    failed(tally, window, refusal_kind(refusal));
+                    return Session::Reconnect;
+                }
                 match window.take_oldest() {
                     Some((seq, request)) if request.measured => {
                         let right = run.payloads.is_correct(seq, line);
@@ -210,6 +218,15 @@ fn failed(tally: &mut Tally, window: &mut InFlight, kind: &str) {
     tally.counts.failed += n;
     tally.settled(n, now);
     tally.error(kind);
+}
+
+/// The error kind a refusal counts as: `refused_busy`, ...
+fn refusal_kind(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Busy => "refused_busy",
+        Refusal::PerSource => "refused_per_source",
+        Refusal::NotTls => "refused_not_tls",
+    }
 }
 
 /// The kind a failed connect counts as: `tls` for a handshake that failed.
@@ -367,6 +384,14 @@ pub(super) async fn oneshot(run: Arc<Run>, index: usize) -> Tally {
         };
         let now = Instant::now();
         match outcome {
+            Ok(Ok((n, _, _))) if Refusal::of(&reply[..n]).is_some() => {
+                let refusal = Refusal::of(&reply[..n]).expect("just matched");
+                tally.error(refusal_kind(refusal));
+                if measured {
+                    tally.counts.failed += 1;
+                    tally.settled(1, now);
+                }
+            }
             Ok(Ok((n, connecting, handshaking))) => {
                 run.counted(0, 1);
                 if measured {
@@ -433,7 +458,8 @@ async fn request(
 ) -> io::Result<usize> {
     stream.write_all(message).await?;
     let mut n = 0;
-    while n < message.len() {
+    // A refusal line (shorter or longer than a reply) is read whole.
+    while n < message.len() || (Refusal::could_be(&reply[..n]) && reply[n - 1] != b'\n') {
         match stream.read(&mut reply[n..]).await? {
             0 if n == 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             0 => break,

@@ -13,30 +13,22 @@ use super::{BATCH, InFlight, Payloads, Run, Tally, error_kind};
 use crate::mmsg::{RecvBatch, SendBatch};
 use crate::udp_io::UdpIo;
 
-/// Drives socket `index` until its pacer is done and every request is
-/// settled, or the run is stopped.
-pub(super) async fn connection(run: Arc<Run>, index: usize) -> Tally {
+/// Drives socket `index` (`socket`, connected to the target) until its
+/// pacer is done and every request is settled, or the run is stopped.
+pub(super) async fn connection(run: Arc<Run>, index: usize, socket: UdpSocket) -> Tally {
     let mut tally = run.tally(index);
     let mut pacer = run.pacer(index);
-    let target = run.config.target;
     // Watched for reading only: sends go straight to the kernel (see
-    // `udp_io`). Binding and connecting a UDP socket never block.
-    let socket = match UdpSocket::bind(crate::client::unspecified_like(target)).and_then(UdpIo::new)
-    {
+    // `udp_io`). Opened and connected before the run's clock started.
+    let socket = match UdpIo::new(socket) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("cannot open a UDP socket: {e}");
+            tracing::warn!("cannot watch a UDP socket: {e}");
             tally.error(error_kind(&e));
             tally.counts.not_sent += pacer.abandon();
             return tally;
         }
     };
-    if let Err(e) = socket.connect(target) {
-        tracing::warn!("cannot reach udp {target}: {e}");
-        tally.error(error_kind(&e));
-        tally.counts.not_sent += pacer.abandon();
-        return tally;
-    }
     let size = run.payloads.size();
     let offload = run.config.offload && offload(socket.as_fd());
     let slot = if offload {

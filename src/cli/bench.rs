@@ -72,9 +72,12 @@ pub struct Args {
     /// How long a request may await its reply before it counts as lost
     #[arg(long, default_value = "1s", value_parser = super::parse_nonzero_duration)]
     timeout: Duration,
-    /// Threads generating load
-    #[arg(long, default_value_t = 1)]
+    /// Threads generating load, 1 to 1024 (more than --connections is no use)
+    #[arg(long, default_value_t = 1, value_parser = super::bounded::<1, 1024>)]
     threads: usize,
+    /// Exit 0 although up to this share of the requests got no reply (lost, failed or not sent), in percent: for UDP over a lossy path. Wrong replies always fail the run
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0, value_parser = parse_percent)]
+    max_loss: f64,
     /// Print the report as one JSON document
     #[arg(long)]
     json: bool,
@@ -215,6 +218,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(n) => Stop::Count(n),
         None => Stop::After(args.duration.unwrap_or(DEFAULT_DURATION)),
     };
+    // Everything that can be checked is checked before the first packet.
+    if args.udp && args.tls.tls {
+        return Err(super::UsageError("--tls is for TCP (--tcp)".into()).into());
+    }
+    if args.threads > args.connections {
+        tracing::warn!(
+            threads = args.threads,
+            connections = args.connections,
+            "more threads than connections: the extra threads have nothing to do"
+        );
+    }
+    ensure_descriptors(args.connections)?;
+    // Created now, written at the end: a path that cannot be written fails
+    // before the load, not after it.
+    let plot_file = args
+        .plot
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path).map_err(|e| {
+                super::UsageError(format!(
+                    "cannot write the chart to {}: {}",
+                    path.display(),
+                    upcase::io_error::error_text(&e)
+                ))
+            })
+        })
+        .transpose()?;
     let config = Config {
         target: address,
         transport,
@@ -230,10 +260,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         offload: args.gso,
         tls: args.tls.connect(&host)?.map(full_handshakes),
     };
+    config.validate().map_err(super::UsageError)?;
     if let Some(tls) = &config.tls {
         check_handshake(&host, port, address, tls, args.timeout)?;
     }
-    config.validate().map_err(super::UsageError)?;
     let earlier = args
         .compare
         .iter()
@@ -301,12 +331,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             interrupted,
             results: &results,
         };
-        if args.json_stream {
-            serde_json::to_writer(&mut out, &doc)?;
-        } else {
-            serde_json::to_writer_pretty(&mut out, &doc)?;
-        }
-        writeln!(out)?;
+        super::output::write_json(&mut out, &doc, !args.json_stream)?;
     } else {
         writeln!(out, "upcase bench: {}", heading(&config))?;
         if interrupted {
@@ -316,7 +341,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
 
-    if let Some(path) = &args.plot {
+    if let (Some(path), Some(mut file)) = (&args.plot, plot_file) {
         let mut series: Vec<Series<'_>> = earlier
             .iter()
             .map(|e| Series {
@@ -336,15 +361,60 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             points: &results.distribution,
         });
         let svg = plot::svg(&series).map_err(anyhow::Error::msg)?;
-        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+        file.write_all(svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
 
-    let c = &results.counts;
-    Ok(if c.mismatched == 0 && c.received > 0 {
+    Ok(if passed(&results.counts, args.max_loss, interrupted) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Whether a run passed, for its exit status (a CI job gates on it): some
+/// reply came, none was wrong, and the requests that got none (lost,
+/// failed, not sent) are at most `max_loss` percent of those due. Requests
+/// in flight when the run was interrupted are not counted against it.
+fn passed(c: &upcase::bench::report::Counts, max_loss: f64, interrupted: bool) -> bool {
+    let unanswered = c.lost + c.failed + c.not_sent + if interrupted { 0 } else { c.in_flight };
+    let due = c.sent + c.not_sent;
+    c.received > 0 && c.mismatched == 0 && unanswered as f64 <= due as f64 * max_loss / 100.0
+}
+
+/// A share in percent, 0 to 100.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{s}' is not a percentage"))?;
+    if (0.0..=100.0).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("'{s}' is not between 0 and 100"))
+    }
+}
+
+/// Makes room for `connections` sockets and a margin under the open-file
+/// limit (the soft limit raised to the hard one, as the server does), or
+/// refuses with the number needed: connections that cannot be opened would
+/// each fail on their own, one warning each, and the report would still
+/// claim them.
+fn ensure_descriptors(connections: usize) -> anyhow::Result<()> {
+    /// Descriptors besides the connections: stdio, the runtimes' own, files.
+    const MARGIN: u64 = 64;
+    let needed = connections as u64 + MARGIN;
+    let limit = rlimit::increase_nofile_limit(needed).unwrap_or(0);
+    if limit < needed {
+        return Err(super::UsageError(format!(
+            "-c {connections} needs about {needed} open files, and this process may open {limit} \
+             (ulimit -Hn): use at most -c {}",
+            limit.saturating_sub(MARGIN)
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn read_earlier(path: &PathBuf) -> anyhow::Result<EarlierRun> {

@@ -104,8 +104,7 @@ impl Intervals {
                 },
                 latency: upcase::bench::report::summarize(&self.histograms.latency).0,
             };
-            serde_json::to_writer(&mut *out, &line)?;
-            writeln!(out)?;
+            super::output::write_json(out, &line, false)?;
             out.flush()?;
         }
         self.histograms.reset();

@@ -136,8 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut out = super::output::Output::new();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
+        super::output::write_json(&mut out, &report, true)?;
     } else {
         write_text(&mut out, &report)?;
     }

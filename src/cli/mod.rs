@@ -150,6 +150,23 @@ impl Level {
     }
 }
 
+/// A whole number from `MIN` to `MAX`, refused at parsing (exit 2) when
+/// outside: a setting with no bound (a million threads, a table of 2^64
+/// entries) would fail at run time, or take the memory.
+pub fn bounded<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    if n > MAX {
+        return Err(format!("must be at most {MAX}"));
+    }
+    Ok(n)
+}
+
 /// Sends `tracing` output to stderr at `default` shifted by -v/-q, or as
 /// `RUST_LOG` filters if set (which then win over -v/-q).
 ///

@@ -52,6 +52,24 @@ pub fn is_closed(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Writes `value` as JSON and a newline to `out` in one write, so that a
+/// closed standard output shows as [`OutputClosed`] (serde_json's own
+/// error hides the I/O error's cause).
+pub fn write_json(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+    pretty: bool,
+) -> io::Result<()> {
+    let mut bytes = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    out.write_all(&bytes)
+}
+
 /// Writes the server's announcements (ready, addresses). Unlike `println!`,
 /// which panics, a closed stdout is logged once and the server goes on.
 pub fn announce(lines: &[String]) {

@@ -486,8 +486,7 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
             errors,
             report: &report,
         };
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
+        super::output::write_json(&mut out, &doc, true)?;
     } else {
         write!(out, "{}", summary(&args.host, &report, errors, elapsed_ms))?;
     }

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, default_value_t = Transform::Upper)]
     transform: Transform,
     /// Worker threads, 1 to 1024 [default: the number of available cores]
-    #[arg(long, value_parser = bounded::<1, 1024>)]
+    #[arg(long, value_parser = super::bounded::<1, 1024>)]
     threads: Option<usize>,
     /// count: answer an unterminated line after the client pauses this long
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value_t = Config::default().count_pause.into())]
@@ -53,13 +53,13 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value_t = Config::default().write_timeout.into())]
     write_timeout: humantime::Duration,
     /// At most this many open TCP connections; more are told "busy" and closed
-    #[arg(long, value_name = "N", value_parser = bounded::<1, { usize::MAX }>, default_value_t = Config::default().max_connections)]
+    #[arg(long, value_name = "N", value_parser = super::bounded::<1, { usize::MAX }>, default_value_t = Config::default().max_connections)]
     max_connections: usize,
     /// At most this many open TCP connections from one IPv4 address or IPv6 /64
-    #[arg(long, value_name = "N", value_parser = bounded::<1, { usize::MAX }>, default_value_t = Config::default().max_connections_per_source)]
+    #[arg(long, value_name = "N", value_parser = super::bounded::<1, { usize::MAX }>, default_value_t = Config::default().max_connections_per_source)]
     max_connections_per_source: usize,
     /// At most this many open TCP connections from one IPv6 aggregate (see --ipv6-aggregate-prefix) [default: a quarter of --max-connections]
-    #[arg(long, value_name = "N", value_parser = bounded::<1, { usize::MAX }>)]
+    #[arg(long, value_name = "N", value_parser = super::bounded::<1, { usize::MAX }>)]
     max_connections_per_aggregate: Option<usize>,
     /// UDP datagrams answered per second per IPv6 aggregate [default: 4 x --udp-rate-limit]
     #[arg(long, value_name = "N")]
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = Config::default().udp_rate_limit)]
     udp_rate_limit: u32,
     /// Source networks the UDP rate limiter tracks at most (per socket), 1 to 4194304
-    #[arg(long, value_name = "N", value_parser = bounded::<1, { 1 << 22 }>, default_value_t = Config::default().udp_rate_table_entries)]
+    #[arg(long, value_name = "N", value_parser = super::bounded::<1, { 1 << 22 }>, default_value_t = Config::default().udp_rate_table_entries)]
     udp_rate_table_entries: usize,
     /// Apply the per-source limits to loopback sources too (exempt by default)
     #[arg(long)]
@@ -290,23 +290,6 @@ fn longer_than_zero(s: &str) -> Result<humantime::Duration, String> {
     super::nonzero(d)
         .map(Into::into)
         .map_err(|e| format!("{e}: 0 would close every connection at once (give e.g. 1h)"))
-}
-
-/// A whole number from `MIN` to `MAX`, refused at parsing (exit 2) when
-/// outside: a setting with no bound (a million threads, a table of 2^64
-/// entries) would fail at run time, or take the memory.
-fn bounded<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number"))?;
-    if n < MIN {
-        return Err(format!("must be at least {MIN}"));
-    }
-    if n > MAX {
-        return Err(format!("must be at most {MAX}"));
-    }
-    Ok(n)
 }
 
 /// Runs the server until a signal stops it.
