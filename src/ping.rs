@@ -204,6 +204,14 @@ impl Tracker {
         }
     }
 
+    /// Records that probe `seq` could not be sent (the connection was
+    /// gone): transmitted and lost, as ping(8) counts a probe it could not
+    /// send.
+    pub fn on_unsent(&mut self) {
+        self.counts.transmitted += 1;
+        self.counts.lost += 1;
+    }
+
     /// Records that probe `seq`, still awaited, was sent again at `at` (to
     /// another address of the host, the first having refused it): its
     /// round trip counts from then, and it is not transmitted twice.

@@ -408,3 +408,63 @@ fn ctrl_c_ends_a_tcp_ping_stuck_writing() {
     assert!(text.contains("--- 127.0.0.1 ping statistics ---"), "{text}");
     assert!(text.contains("100% packet loss"), "{text}");
 }
+
+#[test]
+fn tcp_probes_a_closed_connection_kept_from_going_are_lost() {
+    // The textbook TCPServer answers one request per connection, then
+    // closes: the other four probes could not be sent.
+    let (_server, port) = common::start_textbook_server("TCPServer.py");
+    let (code, doc) = ping_json(&port.to_string(), &["--tcp", "-c", "5", "-i", "0.05"]);
+    assert_adds_up(&doc);
+    assert_eq!(count(&doc, "transmitted"), 5, "{doc}");
+    assert_eq!(count(&doc, "received"), 1, "{doc}");
+    assert_eq!(doc["loss_percent"], 80.0, "{doc}");
+    // As ping(8): some reply came, so status 0.
+    assert_eq!(code, 0, "{doc}");
+}
+
+#[test]
+fn a_busy_server_refusing_is_every_probe_lost() {
+    let server = Server::start(&["--tcp", "--max-connections", "1"]);
+    let held = std::net::TcpStream::connect(server.tcp4()).unwrap();
+    let port = server.port().to_string();
+    let (code, doc) = ping_json(&port, &["--tcp", "-c", "3"]);
+    assert_eq!(code, 1, "{doc}");
+    assert_adds_up(&doc);
+    assert_eq!(count(&doc, "transmitted"), 3, "{doc}");
+    assert_eq!(count(&doc, "lost"), 3, "{doc}");
+    assert_eq!(doc["loss_percent"], 100.0, "{doc}");
+    assert_eq!(count(&doc, "errors"), 1, "{doc}");
+    // The text says why.
+    let mut command = upcase();
+    command.args(["ping", "127.0.0.1", "-p", &port, "--tcp", "-c", "1"]);
+    let out = run_with_input(command, b"");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("refused: server busy"), "{text}");
+    drop(held);
+}
+
+#[test]
+fn every_probe_is_the_size_the_header_says() {
+    let server = Server::start(&["--udp"]);
+    let mut command = upcase();
+    command.args(["ping", "127.0.0.1", "-p", &server.port().to_string()]);
+    command.args(["-c", "12", "-i", "0.01"]);
+    let out = run_with_input(command, b"");
+    common::assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    // "Ping 12 <seconds>.<micros>": the length of the last, for all 12.
+    let size = header.rsplit(": ").next().unwrap();
+    let replies: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .collect();
+    assert_eq!(replies.len(), 12, "{text}");
+    for line in replies {
+        assert!(
+            line.starts_with(&format!("{} from ", size)),
+            "{header} / {line}"
+        );
+    }
+}

@@ -19,6 +19,7 @@ use tokio::time::{Instant, sleep_until};
 use upcase::client;
 use upcase::ping::{Expect, ReplyEvent, Report, Tracker, Verdict, probe};
 use upcase::protocol::{DATAGRAM_BUFFER_BYTES, max_datagram_bytes};
+use upcase::refusal::Refusal;
 
 /// Options of `upcase ping`.
 #[derive(Debug, clap::Args)]
@@ -283,7 +284,12 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
     };
     let text = !args.json;
     let verbose = text && !args.quiet;
-    let probe_bytes = probe(1, unix_now(), args.size).len();
+    // Every probe the same size: its natural length grows with the
+    // sequence number's digits, so the default pads each to the length of
+    // the last one (for an endless run, of the millionth).
+    let last_seq = if args.count == 0 { 999_999 } else { args.count };
+    let size = args.size.max(probe(last_seq, unix_now(), 0).len());
+    let probe_bytes = probe(1, unix_now(), size).len();
     if !args.tcp {
         let max = max_datagram_bytes(addr);
         if probe_bytes > max {
@@ -376,7 +382,7 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
                 let seq = next_seq;
                 next_seq += 1;
                 next_send += args.interval;
-                let bytes = probe(seq, unix_now(), args.size);
+                let bytes = probe(seq, unix_now(), size);
                 // A TCP server that stops reading fills the socket: the
                 // write waits at most a timeout, and Ctrl-C still ends it.
                 let sent = tokio::select! {
@@ -418,6 +424,16 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
                 unanswered.clear();
                 let now = Instant::now().into_std();
                 for reply in replies {
+                    if let Some(refusal) = Refusal::of(&reply) {
+                        // The server turned the connection away: the
+                        // probes out are lost, and nothing more can go.
+                        errors += 1;
+                        closed = true;
+                        if verbose {
+                            writeln!(out, "From {addr}: refused: {}", refusal.explain())?;
+                        }
+                        break;
+                    }
                     let event = tracker.on_reply(&reply, now);
                     if verbose {
                         writeln!(out, "{}", describe(&event, &reply, addr, &args))?;
@@ -471,6 +487,22 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // The probes a closed connection kept from going are transmitted and
+    // lost, as ping(8) counts a probe it could not send: of the count, or
+    // at least one when none could go at all.
+    if closed && !interrupted {
+        let unsent = if args.count != 0 {
+            (args.count + 1).saturating_sub(next_seq)
+        } else {
+            u64::from(next_seq == 1)
+        };
+        if unsent > 0 && verbose {
+            writeln!(out, "{unsent} probes not sent: the connection was closed")?;
+        }
+        for _ in 0..unsent {
+            tracker.on_unsent();
+        }
+    }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let report = tracker.report();
     if args.json {
