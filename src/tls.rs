@@ -326,6 +326,106 @@ pub fn inner_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
+/// A name a certificate presents, as webpki writes it (`DnsName("a.b")`,
+/// `IpAddress(127.0.0.1)`), plain.
+fn plain_name(presented: &str) -> String {
+    if let Some(ip) = presented
+        .strip_prefix("IpAddress(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        // webpki writes IPv6 its own way (`0::1`): as the address reads.
+        return ip
+            .parse::<std::net::IpAddr>()
+            .map_or_else(|_| ip.to_owned(), |ip| ip.to_string());
+    }
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .unwrap_or(presented)
+        .to_owned()
+}
+
+/// What is wrong with a certificate, in words: rustls' and webpki's own
+/// texts are Rust debug output (`DnsName("localhost")`,
+/// `Other(OtherError(UnsupportedCertVersion))`).
+pub fn describe_certificate_error(cert: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as Cert;
+    match cert {
+        Cert::UnknownIssuer => "unknown issuer: it is not signed by a CA trusted here".into(),
+        Cert::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
+            let names: Vec<String> = presented.iter().map(|p| plain_name(p)).collect();
+            let valid = if names.is_empty() {
+                "no name at all (no subjectAltName)".to_owned()
+            } else {
+                names.join(", ")
+            };
+            format!(
+                "name mismatch: it is for {valid}, not for {}",
+                expected.to_str()
+            )
+        }
+        Cert::NotValidForName => "name mismatch: it is not for the name asked".into(),
+        Cert::Expired | Cert::ExpiredContext { .. } => format!("expired: {cert}"),
+        Cert::NotValidYet | Cert::NotValidYetContext { .. } => format!("not valid yet: {cert}"),
+        Cert::BadEncoding => "it is not a well-formed X.509 certificate".into(),
+        Cert::BadSignature => "its signature does not verify".into(),
+        #[allow(deprecated)]
+        Cert::UnsupportedSignatureAlgorithm | Cert::UnsupportedSignatureAlgorithmContext { .. } => {
+            "it is signed with an algorithm this TLS library does not accept".into()
+        }
+        Cert::Revoked => "it has been revoked".into(),
+        Cert::InvalidPurpose | Cert::InvalidPurposeContext { .. } => {
+            "it is not for this use (its extended key usage: a server certificate used by a \
+             client, or the other way round)"
+                .into()
+        }
+        Cert::Other(other) => {
+            let text = other.to_string();
+            match text.as_str() {
+                "UnsupportedCertVersion" => "it is not an X.509 version 3 certificate (an old \
+                    or hand-made one: make it again with the v3 extensions, e.g. \
+                    subjectAltName)"
+                    .into(),
+                "CaUsedAsEndEntity" => "it is a CA's certificate, used as a server's or \
+                    client's"
+                    .into(),
+                "EndEntityUsedAsCa" => "a server's or client's certificate is used as a CA".into(),
+                "UnsupportedCriticalExtension" => {
+                    "it has a critical extension this TLS library does not know".into()
+                }
+                other => format!("it was refused ({other})"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A rustls error in words, for logs and messages.
+pub fn describe_error(e: &rustls::Error) -> String {
+    use rustls::{Error, InconsistentKeys};
+    match e {
+        Error::InvalidCertificate(cert) => describe_certificate_error(cert),
+        Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
+            "the private key is not the certificate's key".into()
+        }
+        Error::InconsistentKeys(InconsistentKeys::Unknown) => {
+            "the private key and the certificate could not be checked against each other".into()
+        }
+        Error::NoCertificatesPresented => "the peer showed no certificate".into(),
+        Error::AlertReceived(alert) => format!("the peer sent a {alert:?} alert"),
+        Error::InvalidMessage(_)
+        | Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. } => {
+            "the peer does not speak TLS (or not this TLS)".into()
+        }
+        Error::PeerIncompatible(why) => format!("the peer is incompatible: {why:?}"),
+        other => other.to_string(),
+    }
+}
+
 /// Why a client's handshake failed, in one line: the certificate's fault
 /// (unknown issuer, name mismatch, expired) named plainly, with what to do.
 pub fn describe_client_failure(e: &io::Error) -> String {
@@ -340,20 +440,15 @@ pub fn describe_client_failure(e: &io::Error) -> String {
     };
     match tls {
         Error::InvalidCertificate(cert) => {
-            let why = match cert {
-                Cert::UnknownIssuer => "unknown issuer: the server's certificate is not \
-                    signed by a CA this client trusts (--ca FILE trusts one)"
-                    .to_owned(),
+            let why = describe_certificate_error(cert);
+            let hint = match cert {
+                Cert::UnknownIssuer => " (--ca FILE trusts one)",
                 Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
-                    format!("name mismatch: {cert} (--sni NAME asks for another name)")
+                    " (--sni NAME asks for another name)"
                 }
-                Cert::Expired | Cert::ExpiredContext { .. } => format!("expired: {cert}"),
-                Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
-                    format!("not valid yet: {cert}")
-                }
-                other => other.to_string(),
+                _ => "",
             };
-            format!("certificate verification failed: {why}")
+            format!("certificate verification failed: {why}{hint}")
         }
         Error::AlertReceived(Alert::CertificateRequired) => {
             "the server requires a client certificate (--cert FILE --key FILE)".into()
@@ -367,7 +462,7 @@ pub fn describe_client_failure(e: &io::Error) -> String {
         | Error::InappropriateHandshakeMessage { .. } => {
             "the server does not speak TLS there (a plain port?)".into()
         }
-        other => format!("TLS handshake failed: {other}"),
+        other => format!("TLS handshake failed: {}", describe_error(other)),
     }
 }
 

@@ -551,3 +551,27 @@ fn exempt_sources_skip_the_per_source_limits_but_not_the_access_list() {
     assert_eq!(counter(&stderr, "tcp_refused_per_source"), 1, "{stderr}");
     assert_eq!(counter(&stderr, "udp_refused_denied"), 1, "{stderr}");
 }
+
+#[test]
+fn refusals_of_different_kinds_in_one_second_are_each_logged() {
+    // A denied source, then a trusted proxy's junk header, at once: the
+    // log throttle is per kind, so neither hides the other.
+    let server = Server::start(&[
+        "--tcp",
+        "--listen",
+        "127.0.0.1",
+        "--proxy-protocol",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--deny",
+        "127.0.0.3/32",
+    ]);
+    let mut denied = connect(server.tcp4(), "127.0.0.3");
+    let mut nothing = Vec::new();
+    let _ = denied.read_to_end(&mut nothing);
+    let mut proxy = connect(server.tcp4(), "127.0.0.1");
+    proxy.write_all(b"not a PROXY header\r\n").unwrap();
+    let _ = proxy.read_to_end(&mut nothing);
+    server.wait_log("refusing connection: denied by access list");
+    server.wait_log("closing a trusted proxy's connection");
+}

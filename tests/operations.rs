@@ -409,3 +409,42 @@ fn help_puts_the_global_options_under_their_own_heading() {
         }
     }
 }
+
+/// Starts a server with `args`, holds a TCP connection open (so the drain
+/// lasts), sends SIGTERM twice, and returns its status and stderr.
+fn terminate_twice(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut all = vec!["--shutdown-timeout", "20s"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let held = std::net::TcpStream::connect(server.tcp4()).unwrap();
+    server.signal(libc::SIGTERM);
+    if !args.contains(&"-q") {
+        server.wait_log("shutting down: no longer accepting");
+    } else {
+        // Nothing is logged to wait for: give the drain a moment to begin.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    server.signal(libc::SIGTERM);
+    let out = server.wait();
+    drop(held);
+    out
+}
+
+#[test]
+fn quiet_means_errors_only_even_on_a_second_signal() {
+    let (status, stderr) = terminate_twice(&["-q"]);
+    assert_eq!(status.code(), Some(143), "exit(128 + SIGTERM): {stderr}");
+    assert_eq!(stderr, "", "-q: errors only");
+}
+
+#[test]
+fn the_signal_is_logged_before_the_shutdown_it_starts() {
+    let (_, stderr) = terminate_twice(&[]);
+    let received = stderr
+        .find("SIGTERM received: shutting down")
+        .expect(&stderr);
+    let shutting = stderr
+        .find("shutting down: no longer accepting")
+        .expect(&stderr);
+    assert!(received < shutting, "{stderr}");
+}

@@ -121,7 +121,7 @@ fn each_verification_failure_is_one_line_naming_its_reason() {
         ),
         (
             [&["--tls", "--ca", &ca, "-p", &port][..], &sni].concat(),
-            "name mismatch",
+            "name mismatch: it is for localhost, 127.0.0.1, ::1, not for elsewhere.test",
         ),
     ];
     for (args, reason) in cases {
@@ -134,6 +134,9 @@ fn each_verification_failure_is_one_line_naming_its_reason() {
             "{stderr}"
         );
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        // In words, never Rust's debug text.
+        assert!(!stderr.contains("DnsName("), "{stderr}");
+        assert!(!stderr.contains("IpAddress("), "{stderr}");
         assert!(out.stdout.is_empty());
     }
     // ping and bench say it the same way, once.
@@ -424,6 +427,13 @@ fn mutual_tls_serves_a_signed_client_and_refuses_the_others() {
     let out = with(&[]);
     assert_eq!(out.status.code(), Some(1));
     assert_stderr_has(&out, "requires a client certificate");
+    // The operator hears of it at the default level, in words.
+    let refused = server.wait_log("TLS client certificate refused");
+    assert!(refused.contains("WARN"), "{refused}");
+    assert!(
+        refused.contains("the peer showed no certificate"),
+        "{refused}"
+    );
     let (rogue, rogue_key) = (pki.path("rogue.pem"), pki.path("rogue.key"));
     let out = with(&["--cert", &rogue, "--key", &rogue_key]);
     assert_eq!(out.status.code(), Some(1));
@@ -434,12 +444,18 @@ fn mutual_tls_serves_a_signed_client_and_refuses_the_others() {
 }
 
 #[test]
-fn bad_tls_files_stop_the_server_at_start_with_one_line() {
+fn bad_tls_files_stop_the_server_at_start_with_one_line_and_exit_2() {
     let pki = Pki::new("badfiles");
     let cert = pki.path("server.pem");
     let cases = [
         (pki.path("server.pem"), "no private key in it"),
-        (pki.path("client.key"), "key"), // Another certificate's key.
+        // Another certificate's key, said in words (rustls says
+        // `keys may not be consistent: KeyMismatch`).
+        (pki.path("client.key"), "server.pem and "),
+        (
+            pki.path("server2.key"),
+            "the private key is not the certificate's key",
+        ),
         ("/nonexistent.key".to_owned(), "no such file"),
     ];
     for (key, expected) in cases {
@@ -462,8 +478,10 @@ fn bad_tls_files_stop_the_server_at_start_with_one_line() {
             b"",
         );
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{key}: {stderr}");
+        // A configuration that cannot work: exit 2, as a bad option.
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
         assert!(stderr.contains(expected), "{key}: {stderr}");
+        assert!(!stderr.contains("KeyMismatch"), "{key}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
     // --tls-cert without --tls-key is a usage error.

@@ -184,7 +184,13 @@ pub fn init_logging(
     args: &LogArgs,
     queued: bool,
 ) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let level = default.shifted(i32::from(args.verbose) - i32::from(args.quiet));
+    // -q is "errors only" whatever the default (the server logs at info,
+    // the tools at warn), -qq nothing; -v and -vv add from the default.
+    let level = match args.quiet {
+        0 => default.shifted(i32::from(args.verbose)),
+        1 => Level::Error,
+        _ => Level::Off,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
     let ansi = std::io::stderr().is_terminal();

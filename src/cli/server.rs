@@ -264,7 +264,9 @@ impl Args {
             key: key.clone(),
             client_ca: self.tls_client_ca.clone(),
         };
-        let (keys, validity) = server::tls::Keys::load(files).context("TLS")?;
+        // Files that cannot serve are a configuration error: exit 2.
+        let (keys, validity) =
+            server::tls::Keys::load(files).map_err(|e| super::UsageError(format!("TLS: {e}")))?;
         if let Some(problem) = validity {
             tracing::warn!("{problem}; clients will refuse it");
         }
@@ -497,9 +499,10 @@ impl Signals {
     }
 
     /// The first SIGINT or SIGTERM starts a graceful shutdown; a second
-    /// exits at once. The token is cancelled before anything is logged, so
-    /// that no trouble with the log can stand between a signal and the
-    /// shutdown.
+    /// exits at once. The signal is logged before the token is cancelled,
+    /// so that its line comes before the server's "shutting down": logging
+    /// never blocks (lines go through a bounded queue that drops rather
+    /// than waits), so it cannot stand between a signal and the shutdown.
     async fn watch(
         mut self,
         shutdown: CancellationToken,
@@ -507,8 +510,8 @@ impl Signals {
         tls: Option<server::tls::Tls>,
     ) {
         let (name, _) = self.next_stop(stats.as_deref(), tls.as_ref()).await;
-        shutdown.cancel();
         tracing::info!("{name} received: shutting down gracefully (again to exit at once)");
+        shutdown.cancel();
         notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("draining")]);
         let (name, number) = self.next_stop(stats.as_deref(), tls.as_ref()).await;
         tracing::warn!("{name} received again: exiting at once");

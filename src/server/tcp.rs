@@ -34,7 +34,7 @@ use super::proxy;
 use super::refuse::refuse;
 use super::sources::{Full, SourceCounts, SourceSlot};
 use super::stopping::Stopping;
-use super::throttle::Throttle;
+use super::throttle::{Throttle, Throttles};
 use super::tls::Tls;
 use super::tls_conn;
 use super::turn::{READ_BUFFER, linger, poll_deadline, written};
@@ -78,7 +78,7 @@ struct Admission {
     shared: Arc<Shared>,
     per_source: Arc<SourceCounts>,
     /// Refusals are logged at most once a second, all paths together.
-    refusal_log: Arc<Mutex<Throttle>>,
+    refusal_log: Arc<Mutex<Throttles>>,
     tls: Option<Tls>,
 }
 
@@ -90,7 +90,7 @@ impl Admission {
         let Shared { config, stats, .. } = &*self.shared;
         if !config.access.permits(client.ip()) {
             Stats::add(&stats.tcp_refused_denied, 1);
-            if let Some(suppressed) = self.log_refusal() {
+            if let Some(suppressed) = self.log_refusal("denied") {
                 tracing::warn!(peer = %client, suppressed, "refusing connection: denied by access list");
             }
             return; // Closed without a word, as a firewall would.
@@ -102,7 +102,7 @@ impl Admission {
                 Ok(source_slot) => Some(source_slot),
                 Err(full) => {
                     Stats::add(&stats.tcp_refused_per_source, 1);
-                    if let Some(suppressed) = self.log_refusal() {
+                    if let Some(suppressed) = self.log_refusal("per_source") {
                         match full {
                             Full::Source => {
                                 tracing::warn!(peer = %client, max_connections_per_source = config.max_connections_per_source, suppressed, "refusing connection: too many from this address")
@@ -138,9 +138,10 @@ impl Admission {
         self.shared.tracker.spawn(connection.serve());
     }
 
-    fn log_refusal(&self) -> Option<u64> {
+    /// Whether to log a refusal of `kind` now (once a second per kind).
+    fn log_refusal(&self, kind: &'static str) -> Option<u64> {
         let mut log = self.refusal_log.lock().unwrap_or_else(|e| e.into_inner());
-        log.allow(Instant::now())
+        log.allow(kind, Instant::now())
     }
 
     /// Reads the PROXY header a trusted proxy's connection starts with,
@@ -169,7 +170,7 @@ impl Admission {
             Err(_) => format!("no PROXY header within {:?}", config.proxy_header_timeout),
         };
         Stats::add(&stats.tcp_proxy_header_errors, 1);
-        if let Some(suppressed) = self.log_refusal() {
+        if let Some(suppressed) = self.log_refusal("proxy_header") {
             tracing::warn!(%proxy, error, suppressed, "closing a trusted proxy's connection");
         }
     }
@@ -190,7 +191,7 @@ impl Acceptor {
         let admission = Admission {
             shared: self.shared.clone(),
             per_source: self.per_source.clone(),
-            refusal_log: Arc::new(Mutex::new(Throttle::new(Duration::from_secs(1)))),
+            refusal_log: Arc::new(Mutex::new(Throttles::new(Duration::from_secs(1)))),
             tls: self.tls.clone(),
         };
         loop {
@@ -228,7 +229,7 @@ impl Acceptor {
             let proxied = config.expects_proxy_header(peer.ip());
             if !proxied && !config.access.permits(peer.ip()) {
                 Stats::add(&stats.tcp_refused_denied, 1);
-                if let Some(suppressed) = admission.log_refusal() {
+                if let Some(suppressed) = admission.log_refusal("denied") {
                     tracing::warn!(%peer, suppressed, "refusing connection: denied by access list");
                 }
                 continue; // Closed without a word, as a firewall would.

@@ -164,9 +164,10 @@ fn server_config(files: &TlsFiles) -> Result<(ServerConfig, Option<String>), Tls
     };
     let config = builder.with_single_cert(certs, key).map_err(|e| {
         TlsError::Config(format!(
-            "{} and {}: {e}",
+            "{} and {}: {}",
             files.cert.display(),
-            files.key.display()
+            files.key.display(),
+            material::describe_error(&e)
         ))
     })?;
     Ok((config, validity))

@@ -27,7 +27,13 @@ use super::tls::Tls;
 use super::turn::{READ_BUFFER, linger, poll_deadline, written};
 use super::{Config, Stats};
 use crate::protocol::{LineTooLong, StreamReplier, count_lines};
-use crate::tls::{inner_error, rustls};
+use crate::tls::{describe_error, inner_error, rustls};
+
+/// Refused client certificates are logged once a second at most, for the
+/// whole server.
+static CLIENT_CERT_LOG: std::sync::Mutex<super::throttle::Throttle> = std::sync::Mutex::new(
+    super::throttle::Throttle::new(std::time::Duration::from_secs(1)),
+);
 
 /// The first byte of a TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -114,7 +120,18 @@ pub(super) async fn serve(
         }
         Some(Ok(Err((failure, error)))) => {
             failure.count(stats);
-            tracing::debug!(%peer, ?failure, %error, "TLS handshake failed");
+            let why = inner_error(&error).map_or_else(|| error.to_string(), describe_error);
+            // A refused client certificate is the operator's business (a
+            // client of theirs with the wrong one): said at the default
+            // level, once a second at most.
+            if failure == Failure::ClientCert {
+                let mut log = CLIENT_CERT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(suppressed) = log.allow(std::time::Instant::now()) {
+                    tracing::warn!(%peer, reason = %why, suppressed, "TLS client certificate refused");
+                }
+            } else {
+                tracing::debug!(%peer, ?failure, reason = %why, "TLS handshake failed");
+            }
         }
         Some(Err(_)) => {
             Failure::Timeout.count(stats);

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::guard::{self, Refusal};
 use super::loops::LoopBreaker;
 use super::ratelimit::SourceLimiter;
-use super::throttle::Throttle;
+use super::throttle::{Throttle, Throttles};
 use super::{Config, Stats};
 use crate::mmsg::{self, AddressedBatch, RecvBatch};
 use crate::protocol::{DATAGRAM_BUFFER_BYTES, reply_to_datagram};
@@ -112,7 +112,7 @@ pub(super) fn serve(
     );
     let mut loops = LoopBreaker::new(Instant::now());
     let own_port = socket.local_addr().map_or(0, |a| a.port());
-    let mut refusal_log = Throttle::new(Duration::from_secs(1));
+    let mut refusal_log = Throttles::new(Duration::from_secs(1));
     let mut recv_log = Throttle::new(Duration::from_secs(1));
     let mut send_log = Throttle::new(Duration::from_secs(1));
     // Runs of equal-sized replies to one peer go as one segmented send
@@ -179,21 +179,21 @@ pub(super) fn serve(
                         _ => &stats.udp_refused_source,
                     };
                     Stats::add(counter, 1);
-                    if let Some(suppressed) = refusal_log.allow(received_at) {
+                    if let Some(suppressed) = refusal_log.allow(refusal.name(), received_at) {
                         tracing::warn!(%peer, reason = refusal.name(), suppressed, "UDP datagram not answered");
                     }
                     continue;
                 }
                 if config.udp_rate_limit > 0 && limited && !limiter.allow(peer.ip(), received_at) {
                     Stats::add(&stats.udp_rate_limited, 1);
-                    if let Some(suppressed) = refusal_log.allow(received_at) {
+                    if let Some(suppressed) = refusal_log.allow("rate_limit", received_at) {
                         tracing::warn!(%peer, limit = config.udp_rate_limit, suppressed, "UDP rate limit: datagram not answered");
                     }
                     continue;
                 }
                 if limited && !loops.allow(peer, request, received_at) {
                     Stats::add(&stats.udp_refused_loop, 1);
-                    if let Some(suppressed) = refusal_log.allow(received_at) {
+                    if let Some(suppressed) = refusal_log.allow("loop", received_at) {
                         tracing::warn!(%peer, suppressed, "UDP loop suspected: a peer repeating itself; reply withheld");
                     }
                     continue;
