@@ -858,3 +858,16 @@ fn what_can_be_checked_is_checked_before_any_load() {
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn counts_sizes_and_rates_take_k_and_m() {
+    let server = Server::start(&["--udp", "--listen", "127.0.0.1"]);
+    let (ok, report) = common::bench(&format!(
+        "127.0.0.1 -p {} --udp -n 1k --size 1Ki --rate 20k -c 2",
+        server.port()
+    ));
+    assert!(ok, "{report}");
+    assert_eq!(counts(&report)["sent"], 1000, "{report}");
+    assert_eq!(report["size"], 1024, "{report}");
+    assert_eq!(report["rate"], 20000.0, "{report}");
+}

@@ -42,21 +42,21 @@ pub struct Args {
     /// reply, close: the textbook TCPClient)
     #[arg(long, value_enum, default_value_t = Mode::Persistent, requires = "tcp")]
     mode: Mode,
-    /// Connections (UDP: sockets; oneshot: requests at once)
-    #[arg(short = 'c', long, default_value_t = 1)]
+    /// Connections (UDP: sockets; oneshot: requests at once); 1k is 1000
+    #[arg(short = 'c', long, default_value_t = 1, value_parser = super::parse_usize)]
     connections: usize,
     /// Requests in flight per connection
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::parse_usize)]
     pipeline: usize,
     /// How long to send after the warm-up (e.g. 10s, 1m); the default when
     /// -n is not given
     #[arg(short = 'd', long, value_parser = super::parse_duration, conflicts_with = "messages")]
     duration: Option<Duration>,
-    /// Send this many requests in all (after the warm-up), then stop
-    #[arg(short = 'n', long)]
+    /// Send this many requests in all (after the warm-up), then stop; 1M is a million
+    #[arg(short = 'n', long, value_parser = super::parse_count)]
     messages: Option<u64>,
-    /// Bytes per request, the newline included on persistent TCP
-    #[arg(long, default_value_t = 64)]
+    /// Bytes per request, the newline included on persistent TCP; 1k is 1000, 1Ki 1024
+    #[arg(long, default_value_t = 64, value_parser = super::parse_usize)]
     size: usize,
     /// Load sent first and left out of the report
     #[arg(long, default_value = "0s", value_parser = super::parse_duration)]
@@ -64,7 +64,7 @@ pub struct Args {
     /// Open loop: this many requests per second in all, on schedule whether
     /// or not replies come; latency counts from when each request was due
     /// (coordinated omission corrected). Without it: closed loop
-    #[arg(long, value_name = "PER_SECOND")]
+    #[arg(long, value_name = "PER_SECOND", value_parser = super::parse_with_suffix)]
     rate: Option<f64>,
     /// What a right reply is; `none` checks only the sequence number
     #[arg(long, value_enum, default_value_t = ExpectArg::Upper)]

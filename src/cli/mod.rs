@@ -150,14 +150,53 @@ impl Level {
     }
 }
 
+/// A number with an optional SI or IEC suffix, as load tools take them:
+/// `10k` is 10,000, `1M` a million, `1G` a billion, `1Ki` 1,024, `1Mi`
+/// 1,048,576, `1Gi` 1,073,741,824 (upper or lower case `k`).
+pub fn parse_with_suffix(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, factor) = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("k", 1e3),
+        ("K", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+    ]
+    .iter()
+    .find_map(|(suffix, factor)| t.strip_suffix(suffix).map(|n| (n, *factor)))
+    .unwrap_or((t, 1.0));
+    let n: f64 = number.trim().parse().map_err(|_| {
+        format!("'{s}' is not a number (a suffix k, M, G, Ki, Mi or Gi may follow)")
+    })?;
+    let n = n * factor;
+    if n.is_finite() && n >= 0.0 {
+        Ok(n)
+    } else {
+        Err(format!("'{s}' is not a number of 0 or more"))
+    }
+}
+
+/// A whole count with an optional suffix ([`parse_with_suffix`]): `1M`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let n = parse_with_suffix(s)?;
+    if n.fract() != 0.0 || n > u64::MAX as f64 {
+        return Err(format!("'{s}' is not a whole number"));
+    }
+    Ok(n as u64)
+}
+
+/// As [`parse_count`], for a size or a number of things in memory.
+pub fn parse_usize(s: &str) -> Result<usize, String> {
+    usize::try_from(parse_count(s)?).map_err(|_| format!("'{s}' is too large"))
+}
+
 /// A whole number from `MIN` to `MAX`, refused at parsing (exit 2) when
 /// outside: a setting with no bound (a million threads, a table of 2^64
 /// entries) would fail at run time, or take the memory.
 pub fn bounded<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n = parse_usize(s)?;
     if n < MIN {
         return Err(format!("must be at least {MIN}"));
     }
@@ -213,6 +252,30 @@ pub fn init_logging(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_take_si_and_iec_suffixes() {
+        for (text, want) in [
+            ("10k", 10_000.0),
+            ("10K", 10_000.0),
+            ("1M", 1e6),
+            ("2.5k", 2500.0),
+            ("1Ki", 1024.0),
+            ("64", 64.0),
+            ("1Gi", 1_073_741_824.0),
+        ] {
+            assert_eq!(parse_with_suffix(text), Ok(want), "{text}");
+        }
+        assert_eq!(parse_count("1M"), Ok(1_000_000));
+        assert!(
+            parse_count("1.5")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert!(parse_count("-1k").unwrap_err().contains("0 or more"));
+        assert!(parse_count("ten").unwrap_err().contains("a suffix k, M, G"));
+        assert!(parse_count("5x").is_err());
+    }
 
     #[test]
     fn durations_take_seconds_or_units_and_are_bounded() {

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(short, long)]
     port: Option<u16>,
     /// Probes to send; 0 sends until interrupted
-    #[arg(short = 'c', long, default_value_t = 10)]
+    #[arg(short = 'c', long, default_value_t = 10, value_parser = super::parse_count)]
     count: u64,
     /// Time between probes, in seconds (0.2) or with a unit (200ms)
     #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1", value_parser = super::parse_duration)]
@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(short = 'W', long, value_name = "TIMEOUT", default_value = "1", value_parser = parse_timeout)]
     timeout: Duration,
     /// Pad each probe to this many bytes (never shorter than `Ping <seq> <time>`)
-    #[arg(short = 's', long, value_name = "SIZE", default_value_t = 0)]
+    #[arg(short = 's', long, value_name = "SIZE", default_value_t = 0, value_parser = super::parse_usize)]
     size: usize,
     /// Print only the summary (-q, --quiet: the option every subcommand has, which for ping
     /// also means this, as in ping(8))
