@@ -49,7 +49,9 @@ fn main() -> ExitCode {
     let matches = match command.clone().try_get_matches() {
         Ok(matches) => matches,
         Err(mut e) => {
-            if let Some(why) = cli::settings::explain_conflict(&e, &command) {
+            if let Some(why) = cli::settings::explain_conflict(&e, &command)
+                .or_else(|| cli::settings::explain_invalid_value(&e, &command))
+            {
                 cli::output::report_error(format_args!("{why}"));
                 return ExitCode::from(2);
             }
@@ -74,6 +76,9 @@ fn main() -> ExitCode {
         Command::Server(_) => cli::init_logging(level, &cli.log, true),
         _ => cli::init_logging(level, &cli.log, false),
     };
+    for warning in cli::settings::unknown_variables(&command) {
+        tracing::warn!("{warning}");
+    }
     let result = match cli.command {
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),

@@ -256,7 +256,7 @@ fn a_bad_setting_is_one_clear_line() {
         (
             "typo",
             "[server]\nmax-conections = 3\n",
-            "unknown setting 'max-conections' in [server]",
+            "unknown setting 'max-conections' (did you mean 'max-connections'?) in [server]",
         ),
         ("section", "[sever]\nport = 1\n", "unknown section [sever]"),
         ("syntax", "[server]\nport = = 1\n", "line 2:"),
@@ -447,4 +447,43 @@ fn the_signal_is_logged_before_the_shutdown_it_starts() {
         .find("shutting down: no longer accepting")
         .expect(&stderr);
     assert!(received < shutting, "{stderr}");
+}
+
+#[test]
+fn a_bad_value_names_the_variable_or_the_file_it_came_from() {
+    let mut command = upcase();
+    command.args(["server"]).env("UPCASE_SERVER_PORT", "abc");
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid value 'abc' for '--port"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(from the environment variable UPCASE_SERVER_PORT)"),
+        "{stderr}"
+    );
+
+    let file = config_file("badvalue", "[server]\nport = \"abc\"\n");
+    let mut command = upcase();
+    command.args(["server", "--config"]).arg(&file);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("key 'port' in [server])"), "{stderr}");
+}
+
+#[test]
+fn a_variable_that_is_no_setting_is_named_with_the_one_meant() {
+    let mut command = upcase();
+    command
+        .args(["client", "--udp", "-p", "1"])
+        .env("UPCASE_PORT", "12000");
+    let out = run_with_input(command, b"");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("UPCASE_PORT is not a setting and is ignored; did you mean UPCASE_SERVER_PORT or UPCASE_CLIENT_PORT or UPCASE_PING_PORT or UPCASE_BENCH_PORT?"),
+        "{stderr}"
+    );
 }

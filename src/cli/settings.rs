@@ -304,6 +304,126 @@ pub fn explain_conflict(e: &clap::Error, command: &Command) -> Option<String> {
     ))
 }
 
+/// The one of `names` closest to `given`, if any is close (a typo, or a
+/// name from another layer: `port` for `UPCASE_SERVER_PORT`).
+fn closest<'a>(given: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .map(|name| (strsim::jaro_winkler(given, name), name))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
+}
+
+/// Every `UPCASE_*` variable a setting reads: each long option's, per
+/// subcommand and at the top, and `UPCASE_CONFIG`.
+fn known_variables(command: &Command) -> Vec<String> {
+    let mut names = vec!["UPCASE_CONFIG".to_owned()];
+    names.extend(
+        command
+            .get_arguments()
+            .filter(|a| takes_env(a))
+            .filter_map(|a| a.get_long())
+            .map(|long| env_name(None, long)),
+    );
+    for sub in command.get_subcommands() {
+        names.extend(
+            sub.get_arguments()
+                .filter(|a| takes_env(a) && !a.is_global_set())
+                .filter_map(|a| a.get_long())
+                .map(|long| env_name(Some(sub.get_name()), long)),
+        );
+    }
+    names
+}
+
+/// Warnings for the `UPCASE_*` variables in the environment that are no
+/// setting (an old name such as `UPCASE_PORT`, a typo), each naming the
+/// variable probably meant: silently ignored, they would leave a user
+/// wondering why the setting did not take.
+pub fn unknown_variables(command: &Command) -> Vec<String> {
+    let known = known_variables(command);
+    let mut warnings = Vec::new();
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("UPCASE_") || known.iter().any(|k| k == name) {
+            continue;
+        }
+        // Suggest by the option's own name first (UPCASE_PORT: any
+        // subcommand's PORT), then by the whole name.
+        let tail = &name["UPCASE_".len()..];
+        let by_option: Vec<&String> = known
+            .iter()
+            .filter(|k| {
+                k.strip_prefix("UPCASE_")
+                    .and_then(|rest| rest.split_once('_'))
+                    .is_some_and(|(_, option)| option == tail)
+            })
+            .collect();
+        let meant = if by_option.is_empty() {
+            closest(name, known.iter().map(String::as_str)).map(str::to_owned)
+        } else {
+            Some(
+                by_option
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            )
+        };
+        warnings.push(match meant {
+            Some(meant) => format!("{name} is not a setting and is ignored; did you mean {meant}?"),
+            None => format!("{name} is not a setting and is ignored"),
+        });
+    }
+    warnings.sort();
+    warnings
+}
+
+/// For clap's "invalid value" errors where the value did not come from the
+/// command line: the same line, saying where it came from (the variable, or
+/// the config file and key), since the user typed no `--port`.
+pub fn explain_invalid_value(e: &clap::Error, command: &Command) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let shown = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => return None,
+    };
+    let long = shown.split_whitespace().next()?.strip_prefix("--")?;
+    let (sub, rest, variable) = match running(command, &args) {
+        Some((sub, rest)) if sub.get_arguments().any(|a| a.get_long() == Some(long)) => {
+            let arg = sub.get_arguments().find(|a| a.get_long() == Some(long))?;
+            if on_command_line(sub, arg, rest) {
+                return None;
+            }
+            (
+                Some(sub.get_name()),
+                rest,
+                env_name(Some(sub.get_name()), long),
+            )
+        }
+        _ => (None, &args[..], env_name(None, long)),
+    };
+    let _ = rest;
+    std::env::var_os(&variable)?;
+    let origin = match FROM_FILE.get() {
+        Some((file, set)) if set.contains(&variable) => match sub {
+            Some(sub) => format!("the config file {file}, key '{long}' in [{sub}]"),
+            None => format!("the config file {file}, key '{long}'"),
+        },
+        _ => format!("the environment variable {variable}"),
+    };
+    let first = e.to_string();
+    let first = first.lines().next()?.trim_start_matches("error: ");
+    Some(format!("{first} (from {origin})"))
+}
+
 /// The variable and value for `key = value` among `command`'s options
 /// (those of `subcommand`, or the top-level ones).
 fn setting(
@@ -316,7 +436,14 @@ fn setting(
         .get_arguments()
         .any(|a| takes_env(a) && a.get_long() == Some(key));
     if !known {
-        return Err(format!("unknown setting '{key}'"));
+        let names = command
+            .get_arguments()
+            .filter(|a| takes_env(a))
+            .filter_map(|a| a.get_long());
+        return Err(match closest(key, names) {
+            Some(meant) => format!("unknown setting '{key}' (did you mean '{meant}'?)"),
+            None => format!("unknown setting '{key}'"),
+        });
     }
     let scalar = |v: &toml::Value| match v {
         toml::Value::String(s) => Ok(s.clone()),
