@@ -14,7 +14,9 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket,
+};
 use std::time::Duration;
 
 use crate::tls::TlsConnect;
@@ -283,6 +285,8 @@ pub struct TcpClient {
     timeout: Duration,
     max_reply_bytes: usize,
     tls: Option<TlsConnect>,
+    /// The local address to connect from (nc's `-s`), if one was asked.
+    source: Option<IpAddr>,
     stream: Option<Stream>,
 }
 
@@ -297,7 +301,21 @@ impl TcpClient {
         max_reply_bytes: usize,
         tls: Option<TlsConnect>,
     ) -> Result<Self, ClientError> {
+        Self::connect_from(None, target, addrs, timeout, max_reply_bytes, tls)
+    }
+
+    /// As [`connect`](Self::connect), from the local address `source` if
+    /// given.
+    pub fn connect_from(
+        source: Option<IpAddr>,
+        target: &str,
+        addrs: Vec<SocketAddr>,
+        timeout: Duration,
+        max_reply_bytes: usize,
+        tls: Option<TlsConnect>,
+    ) -> Result<Self, ClientError> {
         let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes, tls);
+        client.source = source;
         client.reconnect()?;
         Ok(client)
     }
@@ -307,6 +325,7 @@ impl TcpClient {
     /// connects at its first request (a person may start the client before
     /// the server).
     pub fn try_connect(
+        source: Option<IpAddr>,
         target: &str,
         addrs: Vec<SocketAddr>,
         timeout: Duration,
@@ -314,6 +333,7 @@ impl TcpClient {
         tls: Option<TlsConnect>,
     ) -> (Self, Option<ClientError>) {
         let mut client = Self::unconnected(target, addrs, timeout, max_reply_bytes, tls);
+        client.source = source;
         let error = client.reconnect().err();
         (client, error)
     }
@@ -331,6 +351,7 @@ impl TcpClient {
             timeout,
             max_reply_bytes,
             tls,
+            source: None,
             stream: None,
         }
     }
@@ -339,7 +360,7 @@ impl TcpClient {
         self.stream = None;
         let mut failures = Vec::new();
         for (i, &addr) in self.addrs.iter().enumerate() {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
+            match connect_tcp(self.source, addr, self.timeout) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     stream
@@ -568,6 +589,25 @@ impl TcpClient {
     }
 }
 
+/// A TCP connection to `addr` within `timeout`, from `source` if given.
+fn connect_tcp(
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
 /// How one try of a TCP request failed.
 enum Attempt {
     /// The connection was gone before any reply byte came back: safe to send
@@ -605,6 +645,8 @@ pub struct UdpClient {
     addrs: Vec<SocketAddr>,
     timeout: Duration,
     retries: u32,
+    /// The local address to send from (nc's `-s`), if one was asked.
+    source: Option<IpAddr>,
     recent: VecDeque<UdpSocket>,
 }
 
@@ -618,8 +660,15 @@ impl UdpClient {
             addrs,
             timeout,
             retries,
+            source: None,
             recent: VecDeque::new(),
         }
+    }
+
+    /// Sends from the local address `source` (port chosen by the system).
+    pub fn from(mut self, source: Option<IpAddr>) -> Self {
+        self.source = source;
+        self
     }
 
     /// Sends `message` as one datagram and returns the reply datagram.
@@ -655,7 +704,11 @@ impl UdpClient {
     /// Tries one address; on failure, says what happened.
     fn exchange(&mut self, addr: SocketAddr, message: &[u8]) -> Result<Vec<u8>, String> {
         let setup = || -> io::Result<UdpSocket> {
-            let socket = UdpSocket::bind(unspecified_like(addr))?;
+            let local = match self.source {
+                Some(ip) => SocketAddr::new(ip, 0),
+                None => unspecified_like(addr),
+            };
+            let socket = UdpSocket::bind(local)?;
             // Connected: the kernel drops datagrams from anyone else, and
             // reports an ICMP port unreachable as "connection refused".
             socket.connect(addr)?;

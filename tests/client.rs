@@ -332,3 +332,48 @@ fn a_refusal_is_an_error_on_stderr_not_a_reply() {
     assert_success(&out);
     assert_eq!(out.stdout, words);
 }
+
+#[test]
+fn nc_habits_host_port_u_4_6_and_s() {
+    let server = Server::start(&["-v"]);
+    let port = server.port().to_string();
+    // HOST PORT, as nc and the textbook take them; -u; -4; -6.
+    for args in [
+        &["127.0.0.1", &port][..],
+        &["-u", "127.0.0.1", &port],
+        &["-4", "127.0.0.1", &port],
+        &["-6", "::1", &port],
+    ] {
+        let out = run_with_input(client(args), b"nc\n");
+        assert_success(&out);
+        assert_eq!(out.stdout, b"NC\n", "{args:?}");
+    }
+    // Two different ports, or a family the host lacks: usage errors.
+    let out = run_with_input(client(&["127.0.0.1", &port, "-p", "1"]), b"x\n");
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_with_input(client(&["-6", "127.0.0.1", &port]), b"x\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no IPv6 (-6) address"));
+    // -s: the connection comes from the address asked.
+    let out = run_with_input(client(&["-s", "127.0.0.5", "127.0.0.1", &port]), b"from\n");
+    assert_success(&out);
+    server.wait_log("peer=127.0.0.5:");
+    // Over UDP too.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let udp_port = socket.local_addr().unwrap().port().to_string();
+    let sender = std::thread::spawn(move || {
+        run_with_input(
+            client(&["-u", "-s", "127.0.0.7", "127.0.0.1", &udp_port]),
+            b"x\n",
+        )
+    });
+    let mut buf = [0u8; 16];
+    let (n, from) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(from.ip().to_string(), "127.0.0.7");
+    socket
+        .send_to(&buf[..n].to_ascii_uppercase(), from)
+        .unwrap();
+    let out = sender.join().unwrap();
+    assert_eq!(out.stdout, b"X\n");
+}

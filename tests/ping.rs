@@ -468,3 +468,19 @@ fn every_probe_is_the_size_the_header_says() {
         );
     }
 }
+
+#[test]
+fn a_deadline_ends_the_run_as_ping_w_does() {
+    let server = Server::start(&["--udp"]);
+    let port = server.port().to_string();
+    // -w alone: probes until the deadline, status 0 with replies.
+    let (code, doc) = ping_json(&port, &["-w", "0.5", "-i", "0.1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_adds_up(&doc);
+    let sent = count(&doc, "transmitted");
+    assert!((2..100).contains(&sent), "sent until the deadline: {doc}");
+    // -w with a count not reached by then: status 1, as ping(8).
+    let (code, doc) = ping_json(&port, &["-w", "0.3", "-i", "0.1", "-c", "100"]);
+    assert_eq!(code, 1, "{doc}");
+    assert!(count(&doc, "transmitted") < 100, "{doc}");
+}

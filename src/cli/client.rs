@@ -16,12 +16,24 @@ pub struct Args {
     /// Server host name or IP address
     #[arg(default_value = "localhost")]
     host: String,
+    /// Server port, as nc and the textbook take it (the same as -p)
+    #[arg(value_name = "PORT")]
+    port_arg: Option<u16>,
     /// Server port [default: 12000, or 12443 with --tls]
     #[arg(short, long)]
     port: Option<u16>,
     /// Use UDP: one datagram per line, with timeout and retries
-    #[arg(long, conflicts_with = "tcp")]
+    #[arg(short = 'u', long, conflicts_with = "tcp")]
     udp: bool,
+    /// Use IPv4 addresses only
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Use IPv6 addresses only
+    #[arg(short = '6')]
+    ipv6: bool,
+    /// Send from this local address (one of this host's)
+    #[arg(short = 's', long, value_name = "ADDRESS")]
+    source: Option<std::net::IpAddr>,
     /// Use TCP: one connection, one line per message (the default)
     #[arg(long)]
     tcp: bool,
@@ -58,13 +70,44 @@ impl Transport {
 
 /// Sends each line of stdin and prints each reply.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let port = args.port.unwrap_or(args.tls.default_port());
+    let port = match (args.port_arg, args.port) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(super::UsageError(format!(
+                "two ports: {a} after the host and -p {b}; give one"
+            ))
+            .into());
+        }
+        (Some(port), _) | (None, Some(port)) => port,
+        (None, None) => args.tls.default_port(),
+    };
     let target = if args.host.contains(':') && !args.host.starts_with('[') {
         format!("[{}]:{}", args.host, port)
     } else {
         format!("{}:{}", args.host, port)
     };
-    let addrs = super::resolve(&args.host, port)?;
+    let addrs = super::only_family(
+        super::resolve(&args.host, port)?,
+        &args.host,
+        args.ipv4,
+        args.ipv6,
+    )?;
+    if let Some(source) = args.source {
+        let addrs_family = addrs.iter().any(|a| a.is_ipv4() == source.is_ipv4());
+        if !addrs_family {
+            return Err(super::UsageError(format!(
+                "-s {source}: {} has no address of that family",
+                args.host
+            ))
+            .into());
+        }
+    }
+    let addrs: Vec<_> = match args.source {
+        Some(source) => addrs
+            .into_iter()
+            .filter(|a| a.is_ipv4() == source.is_ipv4())
+            .collect(),
+        None => addrs,
+    };
     if args.udp && args.tls.tls {
         return Err(super::UsageError("--tls is for TCP: drop --udp".into()).into());
     }
@@ -73,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut transport = if args.udp {
         let timeout = args.timeout.unwrap_or(Duration::from_secs(1));
-        Transport::Udp(UdpClient::new(&target, addrs, timeout, args.retries))
+        Transport::Udp(UdpClient::new(&target, addrs, timeout, args.retries).from(args.source))
     } else {
         let timeout = args.timeout.unwrap_or(Duration::from_secs(10));
         // A reply is at most 3x its line, plus a line terminator.
@@ -81,7 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if interactive {
             // A person may have started the client first: say so, prompt
             // anyway, and connect again with the first line.
-            let (client, error) = TcpClient::try_connect(&target, addrs, timeout, max_reply, tls);
+            let (client, error) =
+                TcpClient::try_connect(args.source, &target, addrs, timeout, max_reply, tls);
             // Not a failure of any line: the status counts typed lines
             // that got no reply.
             if let Some(e) = error {
@@ -92,7 +136,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Transport::Tcp(client)
         } else {
-            Transport::Tcp(TcpClient::connect(&target, addrs, timeout, max_reply, tls)?)
+            Transport::Tcp(TcpClient::connect_from(
+                args.source,
+                &target,
+                addrs,
+                timeout,
+                max_reply,
+                tls,
+            )?)
         }
     };
 

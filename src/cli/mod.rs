@@ -34,6 +34,25 @@ pub fn resolve(host: &str, port: u16) -> anyhow::Result<Vec<std::net::SocketAddr
     })
 }
 
+/// `addrs` of `host`, only IPv4 (`-4`) or only IPv6 (`-6`) if asked; a
+/// usage error when none is left.
+pub fn only_family(
+    addrs: Vec<std::net::SocketAddr>,
+    host: &str,
+    ipv4: bool,
+    ipv6: bool,
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    if !ipv4 && !ipv6 {
+        return Ok(addrs);
+    }
+    let kept: Vec<_> = addrs.into_iter().filter(|a| a.is_ipv4() == ipv4).collect();
+    if kept.is_empty() {
+        let family = if ipv4 { "IPv4 (-4)" } else { "IPv6 (-6)" };
+        return Err(UsageError(format!("{host} has no {family} address")).into());
+    }
+    Ok(kept)
+}
+
 /// The longest duration any option takes: far beyond any timeout or run a
 /// person means, and far below what a deadline computed from it
 /// (`Instant::now() + d`) could overflow.

@@ -29,8 +29,8 @@ pub struct Args {
     /// Server port [default: 12000, or 12443 with --tls]
     #[arg(short, long)]
     port: Option<u16>,
-    /// Probes to send; 0 sends until interrupted
-    #[arg(short = 'c', long, default_value_t = 10, value_parser = super::parse_count)]
+    /// Probes to send; 0 sends until interrupted [default: 10; with -w, until the deadline]
+    #[arg(short = 'c', long, default_value = "10", default_value_if("deadline", clap::builder::ArgPredicate::IsPresent, "0"), value_parser = super::parse_count, hide_default_value = true)]
     count: u64,
     /// Time between probes, in seconds (0.2) or with a unit (200ms)
     #[arg(short = 'i', long, value_name = "INTERVAL", default_value = "1", value_parser = super::parse_duration)]
@@ -38,6 +38,9 @@ pub struct Args {
     /// How long to wait for each reply, in seconds (0.5) or with a unit (500ms)
     #[arg(short = 'W', long, value_name = "TIMEOUT", default_value = "1", value_parser = parse_timeout)]
     timeout: Duration,
+    /// Stop after this long whatever was sent or received, as ping(8)'s -w; with -c, fewer replies than probes by then is exit 1
+    #[arg(short = 'w', long, value_name = "DEADLINE", value_parser = parse_timeout)]
+    deadline: Option<Duration>,
     /// Pad each probe to this many bytes (never shorter than `Ping <seq> <time>`)
     #[arg(short = 's', long, value_name = "SIZE", default_value_t = 0, value_parser = super::parse_usize)]
     size: usize,
@@ -124,6 +127,8 @@ enum Wake {
     ReceiveError(std::io::Error),
     Closed,
     Deadline,
+    /// The run's own deadline (`-w`) passed.
+    RunOver,
 }
 
 impl Transport {
@@ -358,6 +363,8 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
     let mut closed = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let run_over = args.deadline.map(|d| started + d);
+    let mut over = false;
 
     loop {
         let all_sent = args.count != 0 && next_seq > args.count;
@@ -369,6 +376,7 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
         let wake = tokio::select! {
             biased;
             _ = &mut ctrl_c => Wake::Interrupted,
+            _ = sleep_until(run_over.unwrap_or(started)), if run_over.is_some() => Wake::RunOver,
             _ = sleep_until(deadline.unwrap_or(started)), if deadline.is_some() => Wake::Deadline,
             _ = sleep_until(next_send), if !all_sent && !closed => Wake::Send,
             wake = transport.receive(&mut buf), if !closed => wake,
@@ -376,6 +384,11 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
         match wake {
             Wake::Interrupted => {
                 interrupted = true;
+                break;
+            }
+            // As ping(8): probes still out count as lost.
+            Wake::RunOver => {
+                over = true;
                 break;
             }
             Wake::Send => {
@@ -523,7 +536,10 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
         write!(out, "{}", summary(&args.host, &report, errors, elapsed_ms))?;
     }
     out.flush()?;
-    Ok(if report.counts.received > 0 {
+    // As ping(8): a reply is success, unless a deadline and a count were
+    // both given and fewer replies than the count came by the deadline.
+    let short = over && args.count != 0 && report.counts.received < args.count;
+    Ok(if report.counts.received > 0 && !short {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
