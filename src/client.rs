@@ -440,6 +440,23 @@ impl TcpClient {
         Ok(closed || stream.tcp().set_nonblocking(false).is_err())
     }
 
+    /// The plain TCP connection, if it is open and the server has not
+    /// closed it since its last reply (a server that keeps connections, as
+    /// upcase does; the textbook TCPServer closes after each reply): for a
+    /// caller that streams lines on it (a second handle on the socket).
+    /// None over TLS.
+    pub fn open_stream(&mut self) -> Option<TcpStream> {
+        if !matches!(self.stream, Some(Stream::Plain(_))) || self.server_closed().ok()? {
+            return None;
+        }
+        // A clone of the descriptor: `Stream` closes TLS sessions when
+        // dropped, so its socket cannot be moved out.
+        match &self.stream {
+            Some(Stream::Plain(stream)) => stream.try_clone().ok(),
+            _ => None,
+        }
+    }
+
     /// Whether the server has refused the session since the handshake (in
     /// TLS 1.3 a server refuses a client certificate only then): its alert
     /// as an error. Waits for it at most a moment (a tenth of the timeout,

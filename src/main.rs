@@ -69,13 +69,12 @@ fn main() -> ExitCode {
         Command::Server(_) => cli::Level::Info,
         _ => cli::Level::Warn,
     };
-    // Kept until exit: dropping it writes the lines still queued.
-    let _log_guard = match &cli.command {
+    match &cli.command {
         // Nothing may reach an inetd peer but replies.
-        Command::Server(args) if args.logs_reach_peer() => None,
+        Command::Server(args) if args.logs_reach_peer() => {}
         Command::Server(_) => cli::init_logging(level, &cli.log, true),
         _ => cli::init_logging(level, &cli.log, false),
-    };
+    }
     for warning in cli::settings::unknown_variables(&command) {
         tracing::warn!("{warning}");
     }
@@ -99,6 +98,7 @@ fn main() -> ExitCode {
         }
         Command::Manpage { subcommand } => manpage(subcommand.as_deref()),
     };
+    cli::output::flush_logs();
     match result {
         Ok(code) => code,
         // The reader of the output left (`| head`): nothing to report to.

@@ -377,3 +377,31 @@ fn nc_habits_host_port_u_4_6_and_s() {
     let out = sender.join().unwrap();
     assert_eq!(out.stdout, b"X\n");
 }
+
+#[test]
+fn a_tcp_filter_streams_many_lines_in_order_with_bounded_memory() {
+    // 50,000 lines: written as they come, replies printed as they arrive
+    // (stop-and-wait took seconds for this), every one in order.
+    let server = Server::start(&["--tcp"]);
+    let port = server.port().to_string();
+    let input: String = (0..50_000).map(|i| format!("line {i} straße\n")).collect();
+    let out = run_with_input(client(&["127.0.0.1", &port]), input.as_bytes());
+    assert_success(&out);
+    let want: String = (0..50_000).map(|i| format!("LINE {i} STRASSE\n")).collect();
+    assert!(out.stdout == want.as_bytes(), "replies differ");
+    // count: one reply per line, in order, empty lines included.
+    let counting = Server::start(&["--tcp", "--transform", "count"]);
+    let port = counting.port().to_string();
+    let input: String = (0..10_000).map(|i| "s".repeat(i % 7) + "\n").collect();
+    let out = run_with_input(client(&["127.0.0.1", &port]), input.as_bytes());
+    assert_success(&out);
+    let want: String = (0..10_000).map(|i| format!("{}\n", i % 7)).collect();
+    assert!(out.stdout == want.as_bytes(), "count replies differ");
+    // A line over the limit fails the run, after the lines before it.
+    let out = run_with_input(
+        client(&["127.0.0.1", &port, "--max-line-bytes", "8"]),
+        b"ss\nsss\n0123456789\nnever\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, b"2\n3\n");
+}

@@ -240,24 +240,24 @@ fn the_server_serves_on_and_says_why_it_printed_nothing() {
 /// lines) hold. Every connection is answered meanwhile: logging never waits
 /// for the reader.
 fn server_with_a_stalled_log() -> (Child, u16, std::io::PipeReader) {
-    let port = free_port();
     let (reader, writer) = std::io::pipe().unwrap();
     let mut child = upcase()
-        .args(["server", "--listen", "127.0.0.1", "-vv"])
-        .args(["--port", &port.to_string()])
+        .args(["server", "--listen", "127.0.0.1", "-vv", "--port", "0"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(writer)
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if started.elapsed() > PATIENCE || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            panic!("the server never accepted: {:?}", child.wait());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // The port it picked, from its announcements (a port chosen here and
+    // passed in could be taken by another test meanwhile).
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let port: u16 = std::io::BufRead::lines(stdout)
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("listening on tcp 127.0.0.1:")
+                .map(|p| p.parse().unwrap())
+        })
+        .expect("the server's TCP address");
     for i in 0..3000 {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();

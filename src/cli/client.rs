@@ -114,13 +114,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let tls = args.tls.connect(&args.host)?;
     let interactive = io::stdin().is_terminal();
     let mut failed = false;
+    // A reply is at most 3x its line, plus a line terminator.
+    let max_reply = args.max_line_bytes.saturating_mul(3).saturating_add(2);
     let mut transport = if args.udp {
         let timeout = args.timeout.unwrap_or(Duration::from_secs(1));
         Transport::Udp(UdpClient::new(&target, addrs, timeout, args.retries).from(args.source))
     } else {
         let timeout = args.timeout.unwrap_or(Duration::from_secs(10));
-        // A reply is at most 3x its line, plus a line terminator.
-        let max_reply = args.max_line_bytes.saturating_mul(3).saturating_add(2);
         if interactive {
             // A person may have started the client first: say so, prompt
             // anyway, and connect again with the first line.
@@ -178,6 +178,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "warning: the server closed the connection before ending its reply with a newline; it may be incomplete"
             ));
         }
+        // A filter on a server that keeps its connections streams the
+        // rest: lines out as they come, replies in as they arrive.
+        if !interactive
+            && let Transport::Tcp(client) = &mut transport
+            && let Some(stream) = client.open_stream()
+        {
+            drop(input);
+            stdout.flush()?;
+            let stdin = io::stdin();
+            super::stream_filter::run(stream, stdin, &mut stdout, args.max_line_bytes, max_reply)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -188,7 +200,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Reads one line into `line` without its `\n`. Returns false at end of
 /// input; fails on a line longer than `max` bytes rather than cutting it.
-fn read_line(input: &mut impl BufRead, max: usize, line: &mut Vec<u8>) -> anyhow::Result<bool> {
+pub(super) fn read_line(
+    input: &mut impl BufRead,
+    max: usize,
+    line: &mut Vec<u8>,
+) -> anyhow::Result<bool> {
     line.clear();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     let n = input.take(limit).read_until(b'\n', line)?;

@@ -8,6 +8,7 @@ pub mod output;
 pub mod ping;
 pub mod server;
 pub mod settings;
+mod stream_filter;
 pub mod tls;
 
 use std::io::IsTerminal;
@@ -234,14 +235,10 @@ pub fn bounded<const MIN: usize, const MAX: usize>(s: &str) -> Result<usize, Str
 /// panics on the same broken stderr, inside whatever task was logging.
 ///
 /// With `queued` (the server), lines go through [`output::log_queue`], so
-/// that a stderr nobody reads never blocks serving or stopping; the guard
-/// returned must live until exit. The tools write their few lines at once,
+/// that a stderr nobody reads never blocks serving or stopping
+/// ([`output::flush_logs`] writes what is left at exit). The tools write their few lines at once,
 /// in order with what else they print on stderr.
-pub fn init_logging(
-    default: Level,
-    args: &LogArgs,
-    queued: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+pub fn init_logging(default: Level, args: &LogArgs, queued: bool) {
     // -q is "errors only" whatever the default (the server logs at info,
     // the tools at warn), -qq nothing; -v and -vv add from the default.
     let level = match args.quiet {
@@ -252,11 +249,10 @@ pub fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = if queued {
-        let (writer, guard) = output::log_queue();
-        (BoxMakeWriter::new(writer), Some(guard))
+    let writer = if queued {
+        BoxMakeWriter::new(output::log_queue())
     } else {
-        (BoxMakeWriter::new(output::LogWriter::new), None)
+        BoxMakeWriter::new(output::LogWriter::new)
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -265,7 +261,6 @@ pub fn init_logging(
         LogFormat::Text => builder.with_ansi(ansi).init(),
         LogFormat::Json => builder.json().with_current_span(false).init(),
     }
-    guard
 }
 
 #[cfg(test)]

@@ -103,24 +103,56 @@ pub fn dropped_log_lines() -> u64 {
     DROPPED_LOG_LINES.load(Ordering::Relaxed) + queued
 }
 
+/// The queue's guard: dropping it writes what is queued.
+static QUEUE_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
 /// Standard error behind a bounded queue and a thread of its own, for the
 /// server: a reader that stops reading (a paused `| less`, a stuck
 /// journald, Docker's blocking log mode) fills the pipe, and then only
 /// that thread waits; a line that finds the queue full is dropped and
-/// counted ([`dropped_log_lines`]), and serving and signals go on. Keep the
-/// guard until exit: dropping it writes what is queued, waiting at most
-/// about a second for a stalled reader.
-pub fn log_queue() -> (
-    tracing_appender::non_blocking::NonBlocking,
-    tracing_appender::non_blocking::WorkerGuard,
-) {
+/// counted ([`dropped_log_lines`]), and serving and signals go on. Call
+/// [`flush_logs`] before the process ends.
+pub fn log_queue() -> tracing_appender::non_blocking::NonBlocking {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("upcase-log")
         .finish(LogWriter::new());
     let _ = QUEUE_DROPPED.set(writer.error_counter());
-    (writer, guard)
+    *QUEUE_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    writer
+}
+
+/// Writes the log lines still queued, waiting at most about a second for a
+/// reader that does not read; later lines are written at once. For the end
+/// of the process, `exit` included (which runs no destructor).
+pub fn flush_logs() {
+    let Some(guard) = QUEUE_GUARD.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    // A stderr that takes nothing within a second will not take the queue:
+    // the lines are dropped. (The guard's own wait would end after a
+    // second too, but then print to stdout about it, which panics if
+    // stdout is closed, and the panic's message would wait on stderr.)
+    if stderr_writable_within(std::time::Duration::from_secs(1)) {
+        drop(guard);
+    } else {
+        std::mem::forget(guard);
+    }
+}
+
+/// Whether standard error can take a write within `wait`.
+fn stderr_writable_within(wait: std::time::Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDERR_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: poll(2) on one pollfd we own, for its length of 1.
+    let ready = unsafe { libc::poll(&mut fd, 1, ms) };
+    ready == 1 && fd.revents & libc::POLLOUT != 0
 }
 
 /// Standard error for log lines: a write that fails is dropped and counted,

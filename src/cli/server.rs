@@ -515,6 +515,7 @@ impl Signals {
         notify_service_manager(&[NotifyState::Stopping, NotifyState::Status("draining")]);
         let (name, number) = self.next_stop(stats.as_deref(), tls.as_ref()).await;
         tracing::warn!("{name} received again: exiting at once");
+        super::output::flush_logs();
         std::process::exit(128 + number);
     }
 }
