@@ -871,3 +871,19 @@ fn counts_sizes_and_rates_take_k_and_m() {
     assert_eq!(report["size"], 1024, "{report}");
     assert_eq!(report["rate"], 20000.0, "{report}");
 }
+
+#[test]
+fn a_start_time_already_past_is_refused() {
+    let mut command = upcase();
+    command.args([
+        "bench",
+        "127.0.0.1",
+        "--udp",
+        "--start-at",
+        "2020-01-01T00:00:00Z",
+    ]);
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("give a time still to come"), "{stderr}");
+}

@@ -43,7 +43,7 @@ fn a_port_in_use_is_one_clear_error() {
 
 #[test]
 fn bad_options_are_rejected_with_the_reason() {
-    let table: [(&[&str], &str); 16] = [
+    let table: [(&[&str], &str); 19] = [
         (&["--transform", "shout"], "unknown transform 'shout'"),
         (
             &["--transform", "count:ab"],
@@ -87,6 +87,16 @@ fn bad_options_are_rejected_with_the_reason() {
         ),
         (&["--max-connections", "0"], "must be at least 1"),
         (&["--max-connections-per-source", "0"], "must be at least 1"),
+        // Options that would do nothing are refused, not ignored.
+        (
+            &["--tcp", "--drop-rate", "0.3"],
+            "'--tcp' cannot be used with '--drop-rate",
+        ),
+        (&["--seed", "4"], "required arguments were not provided"),
+        (
+            &["--listen", "127.0.0.1:9000", "-p", "5"],
+            "-p 5 would apply to no address",
+        ),
     ];
     for (args, reason) in table {
         let mut command = upcase();

@@ -120,7 +120,7 @@ enum BenchCommand {
 const MAX_START_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// A `--start-at` value: Unix seconds, or an RFC 3339 time, at most a day
-/// ahead (a time past means at once).
+/// ahead, and not past.
 fn parse_start_at(s: &str) -> Result<SystemTime, String> {
     let at = match s.parse::<f64>() {
         Ok(seconds) => Duration::try_from_secs_f64(seconds)
@@ -130,11 +130,23 @@ fn parse_start_at(s: &str) -> Result<SystemTime, String> {
             format!("'{s}' is not a time: {e} (give Unix seconds or RFC 3339, e.g. 2026-12-02T15:00:00Z)")
         })?,
     };
+    let now = SystemTime::now();
     if at
-        .duration_since(SystemTime::now())
+        .duration_since(now)
         .is_ok_and(|wait| wait > MAX_START_WAIT)
     {
         return Err(format!("'{s}' is more than a day away"));
+    }
+    // Started at once, hosts told the same past time would lose the
+    // alignment the option is for: refused (a second's grace for the
+    // command's own start).
+    if let Ok(ago) = now.duration_since(at)
+        && ago > Duration::from_secs(1)
+    {
+        return Err(format!(
+            "'{s}' was {} ago: give a time still to come, so that every host starts at it",
+            humantime::format_duration(Duration::from_secs(ago.as_secs()))
+        ));
     }
     Ok(at)
 }

@@ -98,10 +98,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = Config::default().listen_backlog)]
     listen_backlog: u32,
     /// Drop each incoming UDP datagram with this probability, 0 to 1 (simulated loss, as in the textbook's UDP Pinger assignment)
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability, conflicts_with = "tcp")]
     drop_rate: f64,
     /// Seed of --drop-rate, to reproduce a drop pattern [default: random, logged at start]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", requires = "drop_rate")]
     seed: Option<u64>,
     /// On SIGINT/SIGTERM, wait at most this long for replies in flight
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value_t = Config::default().shutdown_timeout.into())]
@@ -301,6 +301,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Err(super::UsageError(format!(
             "--tls-port {} is the plain port too: give TLS a port of its own",
             args.tls_port
+        ))
+        .into());
+    }
+    if !args.listen.is_empty()
+        && args.port != DEFAULT_PORT
+        && args
+            .listen
+            .iter()
+            .all(|l| matches!(l, ListenArg::Socket(_)))
+    {
+        return Err(super::UsageError(format!(
+            "-p {} would apply to no address: every --listen names its own port",
+            args.port
         ))
         .into());
     }
