@@ -34,8 +34,8 @@ enum Command {
     },
     /// Print a manual page (roff): `upcase manpage > upcase.1`, or one subcommand's with every option, `upcase manpage server > upcase-server.1`.
     Manpage {
-        /// The subcommand whose page to print: server, client, ping or bench [default: the top-level page]
-        subcommand: Option<String>,
+        /// The command whose page to print: server, client, ping, bench, or bench merge (also bench-merge) [default: the top-level page]
+        subcommand: Vec<String>,
     },
 }
 
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(anyhow::Error::from)
         }
-        Command::Manpage { subcommand } => manpage(subcommand.as_deref()),
+        Command::Manpage { subcommand } => cli::manpage::print(Cli::command(), &subcommand),
     };
     cli::output::flush_logs();
     match result {
@@ -112,37 +112,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Prints the top-level manual page, or `subcommand`'s (`upcase-server(1)`,
-/// which the top-level page refers to).
-fn manpage(subcommand: Option<&str>) -> anyhow::Result<ExitCode> {
-    let mut top = cli::settings::with_env(Cli::command());
-    // Built, the subcommands carry the version and the global options.
-    top.build();
-    let page = match subcommand {
-        None => top,
-        Some(name) => {
-            let Some(sub) = top
-                .get_subcommands()
-                .find(|s| s.get_name() == name && s.get_name() != "manpage")
-            else {
-                let names: Vec<&str> = top.get_subcommands().map(|s| s.get_name()).collect();
-                cli::output::report_error(format_args!(
-                    "no manual page for '{name}' (try one of: {})",
-                    names.join(", ")
-                ));
-                return Ok(ExitCode::from(2));
-            };
-            // Named as the top-level page names it: upcase-server(1).
-            let name = format!("upcase-{}", sub.get_name());
-            sub.clone()
-                .name(name.clone())
-                .bin_name(name.replace('-', " "))
-        }
-    };
-    clap_mangen::Man::new(page).render(&mut cli::output::Output::new())?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Adds clap's "a similar argument exists" tip where clap's own measure

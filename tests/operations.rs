@@ -174,7 +174,34 @@ fn completions_and_the_manual_page_come_from_the_same_definition() {
         for option in options {
             assert!(page.contains(option), "{name}: {option} missing");
         }
+        // What no option says: variables, exit codes, signals.
+        for section in [".SH ENVIRONMENT", ".SH \"EXIT STATUS\"", ".SH SIGNALS"] {
+            assert!(page.contains(section), "{name}: {section} missing");
+        }
+        let variable = format!("UPCASE_{}_", name.to_uppercase());
+        assert!(page.contains(&variable), "{name}: no {variable}* variable");
     }
+    // The page bench's refers to, by either name.
+    for args in [&["bench", "merge"][..], &["bench-merge"]] {
+        let mut c = upcase();
+        c.arg("manpage").args(args);
+        let out = run_with_input(c, b"");
+        common::assert_success(&out);
+        let page = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            page.contains(".TH upcase-bench-merge 1"),
+            "{}",
+            &page[..200]
+        );
+        assert!(page.contains("\\-\\-tag"), "{args:?}");
+    }
+    let server = {
+        let mut c = upcase();
+        c.args(["manpage", "server"]);
+        String::from_utf8(run_with_input(c, b"").stdout).unwrap()
+    };
+    assert!(server.contains("SIGHUP"), "{server}");
+    assert!(server.contains("128+N"), "{server}");
     let mut c = upcase();
     c.args(["manpage", "nope"]);
     let out = run_with_input(c, b"");

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod intervals;
+pub mod manpage;
 pub mod merge;
 pub mod output;
 pub mod ping;
