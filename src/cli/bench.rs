@@ -12,6 +12,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use upcase::bench::plot::{self, Series};
+
+use super::PlotScale;
 use upcase::bench::report::Point;
 use upcase::bench::{self, Config, Expect, Results, Stop, Transport};
 
@@ -84,6 +86,9 @@ pub struct Args {
     /// Write a latency-by-percentile chart to this SVG file
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// The chart's latency axis: log when the latencies span two decades or more (auto), linear, or log
+    #[arg(long, value_enum, default_value_t = PlotScale::Auto, requires = "plot")]
+    plot_scale: PlotScale,
     /// Also draw these earlier runs (their --json output) on the chart
     #[arg(long, value_name = "RUN.json", requires = "plot")]
     compare: Vec<PathBuf>,
@@ -372,7 +377,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             label,
             points: &results.distribution,
         });
-        let svg = plot::svg(&series).map_err(anyhow::Error::msg)?;
+        let svg = plot::svg(&series, args.plot_scale.into()).map_err(anyhow::Error::msg)?;
         file.write_all(svg.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

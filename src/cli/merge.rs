@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use upcase::bench::hlog;
 use upcase::bench::plot::{self, Series};
+
+use super::PlotScale;
 use upcase::bench::report::{Latency, Point, summarize};
 
 /// Options of `upcase bench merge`.
@@ -30,6 +32,9 @@ pub struct Args {
     /// Write a latency-by-percentile chart of the merged samples to this SVG file
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// The chart's latency axis: log when the latencies span two decades or more (auto), linear, or log
+    #[arg(long, value_enum, default_value_t = PlotScale::Auto, requires = "plot")]
+    plot_scale: PlotScale,
 }
 
 /// One input's part of the merge.
@@ -146,7 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             label: format!("{} merged logs", report.inputs.len()),
             points: &report.distribution,
         }];
-        let svg = plot::svg(&series).map_err(anyhow::Error::msg)?;
+        let svg = plot::svg(&series, args.plot_scale.into()).map_err(anyhow::Error::msg)?;
         std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(if count > 0 {

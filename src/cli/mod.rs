@@ -171,6 +171,27 @@ impl Level {
     }
 }
 
+/// `--plot-scale`: how a chart's latency axis is scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlotScale {
+    /// Logarithmic when the latencies span two decades or more
+    Auto,
+    /// Linear from 0
+    Linear,
+    /// Logarithmic
+    Log,
+}
+
+impl From<PlotScale> for upcase::bench::plot::Scale {
+    fn from(s: PlotScale) -> Self {
+        match s {
+            PlotScale::Auto => Self::Auto,
+            PlotScale::Linear => Self::Linear,
+            PlotScale::Log => Self::Log,
+        }
+    }
+}
+
 /// A number with an optional SI or IEC suffix, as load tools take them:
 /// `10k` is 10,000, `1M` a million, `1G` a billion, `1Ki` 1,024, `1Mi`
 /// 1,048,576, `1Gi` 1,073,741,824 (upper or lower case `k`).
