@@ -105,10 +105,10 @@ fn run_block(block: &Block) -> bool {
     for line in &block.lines {
         if let Some(command) = line.strip_prefix("$ ") {
             steps.push((command.to_owned(), Vec::new()));
-        } else if let Some((_, output)) = steps.last_mut() {
-            if !line.trim().is_empty() {
-                output.push(line.clone());
-            }
+        } else if let Some((_, output)) = steps.last_mut()
+            && !line.trim().is_empty()
+        {
+            output.push(line.clone());
         }
     }
     let known = |c: &str| {
