@@ -112,7 +112,7 @@ impl Admission {
                             }
                         }
                     }
-                    refuse(&stream, Refusal::PerSource.line());
+                    refuse(stream, Refusal::PerSource.line());
                     return;
                 }
             }
@@ -239,7 +239,7 @@ impl Acceptor {
                 if let Some(suppressed) = busy_log.allow(Instant::now()) {
                     tracing::warn!(%peer, max_connections = config.max_connections, suppressed, "refusing connection: server busy");
                 }
-                refuse(&stream, Refusal::Busy.line());
+                refuse(stream, Refusal::Busy.line());
                 continue;
             };
             if proxied {

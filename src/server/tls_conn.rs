@@ -157,7 +157,7 @@ async fn handshake(
         }
         Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
             // In plaintext: the textbook TCPClient prints it.
-            super::refuse::refuse(&stream, crate::refusal::Refusal::NotTls.line());
+            super::refuse::refuse(stream, crate::refusal::Refusal::NotTls.line());
             let e = io::Error::new(io::ErrorKind::InvalidData, "not TLS: plaintext or junk");
             return Err((Failure::NotTls, e));
         }
