@@ -166,9 +166,15 @@ impl Run {
     /// [`Live`] when the run reports per interval.
     fn tally(&self, index: usize) -> Tally {
         Tally {
-            live: self.live.get(index % self.config.threads).cloned(),
+            live: self.live_for(index),
             ..Tally::default()
         }
+    }
+
+    /// Where connection `index` records live, when the run reports per
+    /// interval.
+    fn live_for(&self, index: usize) -> Option<Arc<Live>> {
+        self.live.get(index % self.config.threads).cloned()
     }
 
     /// Connection `index`'s schedule: its share of the count and of the
@@ -301,12 +307,34 @@ pub fn start_with(config: Config, intervals: bool) -> io::Result<Running> {
     }
     let newline = config.transport == Transport::TcpPersistent;
     let payloads = Payloads::new(config.size, newline, config.expect).map_err(io::Error::other)?;
-    // Every UDP socket is opened before the clock starts: with many, that
-    // takes a while, and no request should wait for it (-n 1 with -c
-    // 100000 once measured 1.35 s). A socket that cannot be opened stops
-    // the run here, said once, with the count.
+    // Each thread's runtime is made here, and every UDP socket opened and
+    // registered with its thread's runtime, before the clock starts: with
+    // many, that takes a while, and no request should wait for it (-n 1
+    // with -c 100000 once measured 1.35 s). A socket that cannot be opened
+    // stops the run here, said once, with the count.
+    let runtimes = (0..config.threads)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let mut sockets = if config.transport == Transport::Udp {
-        udp_sockets(config.target, config.connections, config.threads)?
+        let dealt = udp_sockets(config.target, config.connections, config.threads)?;
+        dealt
+            .into_iter()
+            .zip(&runtimes)
+            .map(|(sockets, runtime)| {
+                let _inside = runtime.enter();
+                sockets
+                    .into_iter()
+                    .map(|socket| {
+                        let socket = crate::udp_io::UdpIo::new(socket)?;
+                        Ok(udp::prepare(&config, payloads.size(), socket))
+                    })
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .collect::<io::Result<Vec<_>>>()?
     } else {
         Vec::new()
     };
@@ -331,12 +359,12 @@ pub fn start_with(config: Config, intervals: bool) -> io::Result<Running> {
         config,
     });
     let mut threads = Vec::new();
-    for t in 0..run.config.threads {
+    for (t, runtime) in runtimes.into_iter().enumerate() {
         let run = Arc::clone(&run);
         let sockets = sockets.get_mut(t).map(std::mem::take).unwrap_or_default();
         let handle = std::thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || thread_main(run, t, sockets))?;
+            .spawn(move || thread_main(run, t, runtime, sockets))?;
         threads.push(handle);
     }
     Ok(Running { run, threads })
@@ -369,21 +397,15 @@ fn udp_sockets(
     Ok(dealt)
 }
 
-/// Runs the connections `t`, `t + threads`, ... to their end; over UDP,
-/// with `sockets`, one for each of them in that order.
-fn thread_main(run: Arc<Run>, t: usize, sockets: Vec<std::net::UdpSocket>) -> Tally {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("bench thread {t}: cannot start a runtime: {e}");
-            let mut tally = Tally::default();
-            tally.error("runtime");
-            return tally;
-        }
-    };
+/// Runs the connections `t`, `t + threads`, ... to their end on `runtime`;
+/// over UDP, with `sockets` (registered with it), one for each of them in
+/// that order.
+fn thread_main(
+    run: Arc<Run>,
+    t: usize,
+    runtime: tokio::runtime::Runtime,
+    sockets: Vec<udp::Prepared>,
+) -> Tally {
     runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         let mut sockets = sockets.into_iter();

@@ -2,7 +2,6 @@
 //! matched by sequence number.
 
 use std::io;
-use std::net::UdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,24 +12,23 @@ use super::{BATCH, InFlight, Payloads, Run, Tally, error_kind};
 use crate::mmsg::{RecvBatch, SendBatch};
 use crate::udp_io::UdpIo;
 
-/// Drives socket `index` (`socket`, connected to the target) until its
-/// pacer is done and every request is settled, or the run is stopped.
-pub(super) async fn connection(run: Arc<Run>, index: usize, socket: UdpSocket) -> Tally {
-    let mut tally = run.tally(index);
-    let mut pacer = run.pacer(index);
-    // Watched for reading only: sends go straight to the kernel (see
-    // `udp_io`). Opened and connected before the run's clock started.
-    let socket = match UdpIo::new(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch a UDP socket: {e}");
-            tally.error(error_kind(&e));
-            tally.counts.not_sent += pacer.abandon();
-            return tally;
-        }
-    };
-    let size = run.payloads.size();
-    let offload = run.config.offload && offload(socket.as_fd());
+/// One UDP connection's socket and buffers, made before the run's clock
+/// starts ([`prepare`]): with thousands of sockets, allocating their
+/// buffers takes tens of milliseconds, which the first requests would
+/// otherwise wait for and count as the server's latency.
+pub(super) struct Prepared {
+    socket: UdpIo,
+    recv: RecvBatch,
+    send: SendBatch,
+    out: Vec<u8>,
+    /// Its counts and histograms (three HdrHistograms, 48 KB zeroed).
+    tally: Tally,
+}
+
+/// Readies `socket` (opened, connected and registered with its thread's
+/// runtime) for a run of `config` with requests of `size` bytes.
+pub(super) fn prepare(config: &super::Config, size: usize, socket: UdpIo) -> Prepared {
+    let offload = config.offload && offload(socket.as_fd());
     let slot = if offload {
         // A coalesced run of replies may fill the largest datagram.
         crate::protocol::DATAGRAM_BUFFER_BYTES
@@ -39,9 +37,30 @@ pub(super) async fn connection(run: Arc<Run>, index: usize, socket: UdpSocket) -
         // longer (wrong) reply as wrong rather than cut.
         (size * 3 + 64).min(crate::protocol::DATAGRAM_BUFFER_BYTES)
     };
-    let mut recv = RecvBatch::new(BATCH, slot);
-    let mut send = SendBatch::new(BATCH, offload);
-    let mut out = Vec::with_capacity(BATCH * size);
+    Prepared {
+        recv: RecvBatch::new(BATCH, slot),
+        send: SendBatch::new(BATCH, offload),
+        out: Vec::with_capacity(BATCH * size),
+        tally: Tally::default(),
+        socket,
+    }
+}
+
+/// Drives connection `index` on its prepared socket until its pacer is done
+/// and every request is settled, or the run is stopped.
+pub(super) async fn connection(run: Arc<Run>, index: usize, prepared: Prepared) -> Tally {
+    let mut pacer = run.pacer(index);
+    // Watched for reading only: sends go straight to the kernel (see
+    // `udp_io`).
+    let Prepared {
+        socket,
+        mut recv,
+        mut send,
+        mut out,
+        mut tally,
+    } = prepared;
+    tally.live = run.live_for(index);
+    let size = run.payloads.size();
     let mut window = InFlight::starting_at(1);
     let timeout = run.config.timeout;
 
