@@ -823,7 +823,7 @@ fn loss_fails_the_run_unless_allowed() {
     let run = |extra: &str| {
         let mut command = upcase();
         command.args(["bench", "127.0.0.1", "-p", &port.to_string(), "--udp"]);
-        command.args(["-n", "200", "--timeout", "200ms"]);
+        command.args(["-n", "200", "--timeout", "200ms", "--pipeline", "50"]);
         command.args(extra.split_whitespace());
         run_with_input(command, b"").status.code()
     };
