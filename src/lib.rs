@@ -19,6 +19,7 @@
 //! | [`mmsg`] | many datagrams per system call (`recvmmsg`/`sendmmsg`) |
 //! | [`sockperf`] | the reply side of sockperf's ping-pong protocol (`--transform sockperf`) |
 //! | [`tls`] | TLS material (PEM files), client settings, one-line handshake failures |
+//! | [`quic`] | the QUIC client: an endpoint, a connection within a deadline, a request per stream |
 //!
 //! The `upcase` binary adds command-line parsing (`src/main.rs`, `src/cli/`).
 
@@ -28,6 +29,7 @@ pub mod io_error;
 pub mod mmsg;
 pub mod ping;
 pub mod protocol;
+pub mod quic;
 pub mod refusal;
 pub mod server;
 pub mod sockperf;

@@ -236,6 +236,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => Stop::After(args.duration.unwrap_or(DEFAULT_DURATION)),
     };
     // Everything that can be checked is checked before the first packet.
+    if args.tls.quic {
+        return Err(super::UsageError(
+            "bench --quic is not there yet: the server and the client speak QUIC".into(),
+        )
+        .into());
+    }
     if args.udp && args.tls.tls {
         return Err(super::UsageError("--tls is for TCP (--tcp)".into()).into());
     }

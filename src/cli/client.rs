@@ -5,7 +5,8 @@ use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use upcase::client::{ClientError, Reply, TcpClient, UdpClient};
+use upcase::client::{Reply, TcpClient, UdpClient};
+use upcase::quic::QuicClient;
 
 /// The textbook client's prompt, word for word.
 const PROMPT: &str = "Input lowercase sentence:";
@@ -54,18 +55,53 @@ pub struct Args {
 enum Transport {
     Tcp(TcpClient),
     Udp(UdpClient),
+    /// A stream per line, on one connection, driven by its own runtime.
+    Quic(tokio::runtime::Runtime, QuicClient),
 }
 
 impl Transport {
-    fn request(&mut self, line: &[u8]) -> Result<Reply, ClientError> {
-        match self {
-            Transport::Tcp(c) => c.request(line),
-            Transport::Udp(c) => c.request(line).map(|bytes| Reply {
-                bytes,
+    fn request(&mut self, line: &[u8]) -> anyhow::Result<Reply> {
+        Ok(match self {
+            Transport::Tcp(c) => c.request(line)?,
+            Transport::Udp(c) => Reply {
+                bytes: c.request(line)?,
                 complete: true,
-            }),
+            },
+            Transport::Quic(runtime, c) => {
+                let bytes = runtime.block_on(c.request(line))?;
+                // The server finished the stream: a reply without its
+                // newline is all there is.
+                let complete = bytes.last() == Some(&b'\n');
+                Reply { bytes, complete }
+            }
+        })
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        if let Transport::Quic(runtime, c) = self {
+            c.close();
+            // Lets the close go out before the runtime stops.
+            runtime.block_on(tokio::task::yield_now());
         }
     }
+}
+
+/// Connects over QUIC (a stream per line), within `timeout` (QUIC ignores
+/// ICMP: nothing listening would otherwise wait for quinn's idle timeout).
+fn quic(
+    target: &str,
+    addrs: &[std::net::SocketAddr],
+    tls: &upcase::tls::TlsConnect,
+    timeout: Duration,
+    max_reply: usize,
+) -> anyhow::Result<Transport> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = runtime.block_on(QuicClient::connect(target, addrs, tls, timeout, max_reply))?;
+    Ok(Transport::Quic(runtime, client))
 }
 
 /// Sends each line of stdin and prints each reply.
@@ -108,15 +144,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
         None => addrs,
     };
-    if args.udp && args.tls.tls {
-        return Err(super::UsageError("--tls is for TCP: drop --udp".into()).into());
+    if args.udp && (args.tls.tls || args.tls.quic) {
+        let flag = if args.tls.tls {
+            "--tls is for TCP"
+        } else {
+            "--quic is a transport of its own"
+        };
+        return Err(super::UsageError(format!("{flag}: drop --udp")).into());
     }
     let tls = args.tls.connect(&args.host)?;
     let interactive = io::stdin().is_terminal();
     let mut failed = false;
     // A reply is at most 3x its line, plus a line terminator.
     let max_reply = args.max_line_bytes.saturating_mul(3).saturating_add(2);
-    let mut transport = if args.udp {
+    let mut transport = if args.tls.quic {
+        let timeout = args.timeout.unwrap_or(Duration::from_secs(5));
+        let tls = tls.as_ref().expect("--quic sets up TLS");
+        quic(&target, &addrs, tls, timeout, max_reply)?
+    } else if args.udp {
         let timeout = args.timeout.unwrap_or(Duration::from_secs(1));
         Transport::Udp(UdpClient::new(&target, addrs, timeout, args.retries).from(args.source))
     } else {
@@ -166,11 +211,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(reply) => reply,
             Err(e) if interactive => {
                 // A person can try again; a pipeline must not lose a line.
-                super::output::report_error(format_args!("{:#}", anyhow::Error::from(e)));
+                super::output::report_error(format_args!("{e:#}"));
                 failed = true;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         print_reply(&mut stdout, &reply)?;
         if !reply.complete {

@@ -225,6 +225,12 @@ async fn shake_hands(
 
 /// Pings until the count is reached or Ctrl-C, then prints the summary.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.tls.quic {
+        return Err(super::UsageError(
+            "ping --quic is not there yet: the server and the client speak QUIC; probe it with `upcase client --quic`".into(),
+        )
+        .into());
+    }
     if args.tls.tls && !args.tcp {
         return Err(super::UsageError("--tls is for TCP: add --tcp".into()).into());
     }

@@ -130,6 +130,18 @@ pub struct Args {
     /// Close a TLS connection whose handshake is not done after this long
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value = "10s", help_heading = "TLS")]
     tls_handshake_timeout: humantime::Duration,
+    /// Serve QUIC too (UDP, ALPN "upcase"), with the TLS certificate and key: each stream as a TCP connection, each DATAGRAM frame as a UDP datagram
+    #[arg(long, requires = "tls_cert", help_heading = "TLS")]
+    quic: bool,
+    /// UDP port of the QUIC service [default: the TLS port]
+    #[arg(long, value_name = "PORT", requires = "quic", help_heading = "TLS")]
+    quic_port: Option<u16>,
+    /// QUIC: bidirectional streams a connection may have open at once
+    #[arg(long, value_name = "N", default_value_t = upcase::server::quic::Quic::default().max_streams, requires = "quic", help_heading = "TLS")]
+    quic_max_streams: u32,
+    /// QUIC: make every new client prove its address with a Retry (one more round trip), not only under load
+    #[arg(long, requires = "quic", help_heading = "TLS")]
+    quic_retry: bool,
     /// On SIGHUP, keep the last good certificate and key if the files are
     /// not read within this long (a FIFO, a hung mount)
     #[arg(long, value_name = "DURATION", value_parser = longer_than_zero, default_value = "5s", help_heading = "TLS")]
@@ -251,6 +263,11 @@ impl Args {
             drop_seed: self.seed,
             udp_sockets: 1,
             tls: None,
+            quic: self.quic.then(|| upcase::server::quic::Quic {
+                port: self.quic_port.unwrap_or(0),
+                max_streams: self.quic_max_streams,
+                always_retry: self.quic_retry,
+            }),
         }
     }
 
@@ -612,8 +629,42 @@ macro_rules! log_counters {
             log_lines_dropped = super::output::dropped_log_lines(),
             $message
         );
-        // tracing takes at most 32 fields an event: TLS's counters go on a
-        // line of their own, when TLS has seen a connection.
+        // tracing takes at most 32 fields an event: QUIC's and TLS's
+        // counters go on lines of their own, when they have seen traffic.
+        let quic = [
+            &s.quic_connections,
+            &s.quic_refused,
+            &s.quic_retries,
+            &s.quic_failed_timeout,
+            &s.quic_failed_alpn,
+            &s.quic_failed_client_cert,
+            &s.quic_failed_protocol,
+        ];
+        if quic.iter().any(|c| n(c) > 0) {
+            tracing::$level!(
+                quic_connections = n(&s.quic_connections),
+                quic_open = n(&s.quic_open),
+                quic_refused = n(&s.quic_refused),
+                quic_retries = n(&s.quic_retries),
+                quic_failed_timeout = n(&s.quic_failed_timeout),
+                quic_failed_alpn = n(&s.quic_failed_alpn),
+                quic_failed_client_cert = n(&s.quic_failed_client_cert),
+                quic_failed_protocol = n(&s.quic_failed_protocol),
+                quic_zero_rtt = n(&s.quic_zero_rtt),
+                quic_streams = n(&s.quic_streams),
+                quic_line_too_long = n(&s.quic_line_too_long),
+                quic_write_stalled = n(&s.quic_write_stalled),
+                quic_bytes_in = n(&s.quic_bytes_in),
+                quic_bytes_out = n(&s.quic_bytes_out),
+                quic_datagrams_in = n(&s.quic_datagrams_in),
+                quic_datagrams_out = n(&s.quic_datagrams_out),
+                quic_datagrams_too_large = n(&s.quic_datagrams_too_large),
+                quic_datagrams_unsupported = n(&s.quic_datagrams_unsupported),
+                "{}: QUIC",
+                $message
+            );
+        }
+        // TLS's, likewise.
         let tls = [
             &s.tls_handshakes,
             &s.tls_failed_timeout,

@@ -18,6 +18,8 @@ pub struct Listeners {
     pub udp: Vec<UdpSocket>,
     /// Listening TCP sockets whose connections speak TLS.
     pub tls: Vec<TcpListener>,
+    /// Bound UDP sockets that speak QUIC.
+    pub quic: Vec<UdpSocket>,
 }
 
 impl Listeners {
@@ -33,6 +35,9 @@ impl Listeners {
         }
         for l in &self.tls {
             addrs.push(("tls", l.local_addr()?));
+        }
+        for s in &self.quic {
+            addrs.push(("quic", s.local_addr()?));
         }
         // Sockets sharing a port with SO_REUSEPORT listen at one address.
         addrs.dedup();
@@ -86,6 +91,14 @@ pub fn bind(config: &Config) -> Result<Listeners, BindError> {
             wanted.push((Proto::Tls, SocketAddr::new(addr.ip(), tls.port)));
         }
     }
+    // QUIC on its port, by default the TLS port's number (port 0: the one
+    // TLS got).
+    if let (Some(quic), Some(tls)) = (&config.quic, &config.tls) {
+        let port = if quic.port == 0 { tls.port } else { quic.port };
+        for &addr in &config.listen {
+            wanted.push((Proto::Quic, SocketAddr::new(addr.ip(), port)));
+        }
+    }
     if wanted.is_empty() {
         return Err(BindError::Nothing);
     }
@@ -112,6 +125,8 @@ enum Proto {
     Udp,
     /// TCP on the TLS port.
     Tls,
+    /// UDP on the QUIC port.
+    Quic,
 }
 
 impl Proto {
@@ -120,6 +135,7 @@ impl Proto {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
             Proto::Tls => "tls",
+            Proto::Quic => "quic",
         }
     }
 }
@@ -157,7 +173,7 @@ where
     let mut skipped = Vec::new();
     for &(proto, asked) in wanted {
         let mut addr = asked;
-        let picked = if proto == Proto::Tls {
+        let picked = if matches!(proto, Proto::Tls | Proto::Quic) {
             &mut tls_port
         } else {
             &mut shared_port
@@ -203,10 +219,15 @@ where
                 Proto::Tcp => listeners.tcp.push(socket.into()),
                 Proto::Udp => listeners.udp.push(socket.into()),
                 Proto::Tls => listeners.tls.push(socket.into()),
+                Proto::Quic => listeners.quic.push(socket.into()),
             }
         }
     }
-    if listeners.tcp.is_empty() && listeners.udp.is_empty() && listeners.tls.is_empty() {
+    if listeners.tcp.is_empty()
+        && listeners.udp.is_empty()
+        && listeners.tls.is_empty()
+        && listeners.quic.is_empty()
+    {
         let (proto, addr, source) = skipped.remove(0);
         return Err(BindError::Socket {
             proto: proto.name(),
@@ -266,14 +287,14 @@ fn open(proto: Proto, addr: SocketAddr, how: Open) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
     let socket = match proto {
         Proto::Tcp | Proto::Tls => Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?,
-        Proto::Udp => Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?,
+        Proto::Udp | Proto::Quic => Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?,
     };
     if addr.is_ipv6() {
         // Explicit, so `[::]` never also claims IPv4 (where the system default
         // is dual-stack) and `0.0.0.0` can be bound beside it.
         socket.set_only_v6(true)?;
     }
-    if proto != Proto::Udp {
+    if matches!(proto, Proto::Tcp | Proto::Tls) {
         // Restart without waiting for old connections in TIME_WAIT. Not
         // SO_REUSEPORT: a second server on the same port must fail to start.
         socket.set_reuse_address(true)?;
@@ -286,6 +307,8 @@ fn open(proto: Proto, addr: SocketAddr, how: Open) -> io::Result<Socket> {
     match proto {
         Proto::Tcp | Proto::Tls => socket.listen(how.backlog.min(i32::MAX as u32) as i32)?,
         Proto::Udp => super::udp::prepare(&socket),
+        // quinn sets up its own socket options (GRO, ECN, PMTU).
+        Proto::Quic => {}
     }
     Ok(socket)
 }

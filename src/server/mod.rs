@@ -19,6 +19,7 @@ mod loops;
 pub mod metrics;
 mod park;
 pub mod proxy;
+pub mod quic;
 mod ratelimit;
 mod refuse;
 mod sources;
@@ -157,6 +158,8 @@ pub struct Config {
     /// listen address: the same service, limits and counters. Default:
     /// none.
     pub tls: Option<tls::Tls>,
+    /// QUIC beside TLS, with its certificate and key. Default: none.
+    pub quic: Option<quic::Quic>,
 }
 
 impl Default for Config {
@@ -190,6 +193,7 @@ impl Default for Config {
             drop_seed: None,
             udp_sockets: 1,
             tls: None,
+            quic: None,
         }
     }
 }
@@ -289,6 +293,22 @@ pub async fn run(
             tls,
         };
         tracker.spawn(accept.run());
+    }
+    if !listeners.quic.is_empty() {
+        let shared = Arc::new(quic::Shared {
+            config: config.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            per_source: per_source.clone(),
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+        });
+        for socket in listeners.quic {
+            let endpoint = quic::endpoint(&config, socket)?;
+            if let Some(local) = quic::local_addr(&endpoint) {
+                tracing::debug!(%local, "accepting QUIC connections");
+            }
+            tracker.spawn(quic::serve(endpoint, shared.clone()));
+        }
     }
     drop(shared);
     let drop_seed = config.drop_seed.unwrap_or_else(rand::random);

@@ -88,6 +88,42 @@ pub struct Stats {
     pub tls_failed_protocol: AtomicU64,
     /// The connection broke or closed during the handshake.
     pub tls_failed_io: AtomicU64,
+    /// QUIC connections whose handshake completed (or that sent 0-RTT data).
+    pub quic_connections: AtomicU64,
+    /// QUIC connections open now.
+    pub quic_open: AtomicU64,
+    /// QUIC connection attempts refused (CONNECTION_REFUSED): over the connection cap, a per-source cap, or denied.
+    pub quic_refused: AtomicU64,
+    /// Retry packets sent to validate a new client's address.
+    pub quic_retries: AtomicU64,
+    /// QUIC handshakes not done within the handshake timeout.
+    pub quic_failed_timeout: AtomicU64,
+    /// QUIC handshakes refused for their ALPN (none, or not `upcase`).
+    pub quic_failed_alpn: AtomicU64,
+    /// Mutual TLS over QUIC: a client without an acceptable certificate.
+    pub quic_failed_client_cert: AtomicU64,
+    /// Any other QUIC handshake failure.
+    pub quic_failed_protocol: AtomicU64,
+    /// QUIC connections whose 0-RTT data was accepted.
+    pub quic_zero_rtt: AtomicU64,
+    /// QUIC bidirectional streams opened by clients.
+    pub quic_streams: AtomicU64,
+    /// QUIC streams reset for a `count` line over the limit.
+    pub quic_line_too_long: AtomicU64,
+    /// QUIC streams reset for a client that read nothing for the write timeout.
+    pub quic_write_stalled: AtomicU64,
+    /// Bytes received on QUIC streams.
+    pub quic_bytes_in: AtomicU64,
+    /// Bytes sent on QUIC streams.
+    pub quic_bytes_out: AtomicU64,
+    /// QUIC DATAGRAM frames received.
+    pub quic_datagrams_in: AtomicU64,
+    /// QUIC DATAGRAM frames sent as replies.
+    pub quic_datagrams_out: AtomicU64,
+    /// QUIC datagram replies not sent: larger than the peer takes.
+    pub quic_datagrams_too_large: AtomicU64,
+    /// QUIC datagram replies not sent: the peer offers no datagrams.
+    pub quic_datagrams_unsupported: AtomicU64,
     /// From a datagram received to its reply sent.
     pub udp_reply_latency: Latency,
     /// From a TCP read to the reply to what it brought written.
@@ -151,6 +187,27 @@ impl Stats {
             ("tls_failed_alert", &self.tls_failed_alert),
             ("tls_failed_protocol", &self.tls_failed_protocol),
             ("tls_failed_io", &self.tls_failed_io),
+            ("quic_connections", &self.quic_connections),
+            ("quic_open", &self.quic_open),
+            ("quic_refused", &self.quic_refused),
+            ("quic_retries", &self.quic_retries),
+            ("quic_failed_timeout", &self.quic_failed_timeout),
+            ("quic_failed_alpn", &self.quic_failed_alpn),
+            ("quic_failed_client_cert", &self.quic_failed_client_cert),
+            ("quic_failed_protocol", &self.quic_failed_protocol),
+            ("quic_zero_rtt", &self.quic_zero_rtt),
+            ("quic_streams", &self.quic_streams),
+            ("quic_line_too_long", &self.quic_line_too_long),
+            ("quic_write_stalled", &self.quic_write_stalled),
+            ("quic_bytes_in", &self.quic_bytes_in),
+            ("quic_bytes_out", &self.quic_bytes_out),
+            ("quic_datagrams_in", &self.quic_datagrams_in),
+            ("quic_datagrams_out", &self.quic_datagrams_out),
+            ("quic_datagrams_too_large", &self.quic_datagrams_too_large),
+            (
+                "quic_datagrams_unsupported",
+                &self.quic_datagrams_unsupported,
+            ),
         ]
         .into_iter()
         .map(|(name, counter)| (name, Self::get(counter)))

@@ -48,6 +48,9 @@ pub struct Keys {
     current: RwLock<Arc<ServerConfig>>,
     /// A reload's thread is still reading the files.
     reading: AtomicBool,
+    /// Bumped at each reload that took: what holds a configuration made
+    /// from these keys (QUIC's endpoints) makes it again.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -88,6 +91,7 @@ impl Keys {
             files,
             current: RwLock::new(Arc::new(config)),
             reading: AtomicBool::new(false),
+            generation: tokio::sync::watch::Sender::new(0),
         };
         Ok((keys, validity))
     }
@@ -120,6 +124,7 @@ impl Keys {
             Ok(Ok(built)) => {
                 let (config, validity) = built?;
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                self.generation.send_modify(|g| *g += 1);
                 Ok(validity)
             }
             // The thread ended without a word: it panicked.
@@ -128,6 +133,11 @@ impl Keys {
             ))),
             Err(_) => Err(ReloadError::TimedOut(limit)),
         }
+    }
+
+    /// Tells of each reload that took.
+    pub(super) fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The configuration for a handshake starting now.

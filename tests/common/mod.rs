@@ -39,6 +39,8 @@ pub struct Server {
     pub udp: Vec<SocketAddr>,
     /// Where it listens for TLS.
     pub tls: Vec<SocketAddr>,
+    /// Where it listens for QUIC.
+    pub quic: Vec<SocketAddr>,
     /// Lines the server printed to stdout after its addresses.
     stdout: mpsc::Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
@@ -79,6 +81,9 @@ impl Server {
             2
         };
         if args.contains(&"--tls-cert") {
+            protocols += 1;
+        }
+        if args.contains(&"--quic") {
             protocols += 1;
         }
         Self::spawn_listening_on(command, listens * protocols)
@@ -126,11 +131,12 @@ impl Server {
             tcp: Vec::new(),
             udp: Vec::new(),
             tls: Vec::new(),
+            quic: Vec::new(),
             stdout: rx,
             stderr: Some(stderr),
             stderr_lines,
         };
-        while server.tcp.len() + server.udp.len() + server.tls.len() < sockets {
+        while server.tcp.len() + server.udp.len() + server.tls.len() + server.quic.len() < sockets {
             let line = server
                 .stdout
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -145,6 +151,7 @@ impl Server {
                 "tcp" => server.tcp.push(addr),
                 "udp" => server.udp.push(addr),
                 "tls" => server.tls.push(addr),
+                "quic" => server.quic.push(addr),
                 other => panic!("unknown protocol {other}"),
             }
         }
