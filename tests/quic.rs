@@ -1,0 +1,199 @@
+//! QUIC: the server's streams and datagrams, the client, and both against
+//! an independent peer (aioquic, from PyPI; those tests are ignored in a
+//! plain `cargo test` and run by `.ci/run`, which installs it).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::tls::Pki;
+use common::{Server, counter, run_with_input, upcase};
+
+/// `upcase server` with TLS and QUIC from `pki`'s pair, and `args`.
+fn quic_server(pki: &Pki, args: &[&str]) -> Server {
+    let mut all = vec!["--quic"];
+    all.extend_from_slice(args);
+    pki.server("server", &all)
+}
+
+/// `upcase client --quic` to `server`'s QUIC port, trusting `pki`'s CA.
+fn quic_client(pki: &Pki, server: &Server, extra: &[&str]) -> Command {
+    let mut command = upcase();
+    command.args(["client", "--quic", "--ca", &pki.path("ca.pem")]);
+    command.args(["-p", &server.quic[0].port().to_string()]);
+    command.args(extra).arg("localhost");
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn lines_go_each_on_a_stream_and_come_back_transformed() {
+    let pki = Pki::new("quic-lines");
+    let server = quic_server(&pki, &[]);
+    // The QUIC port is the TLS port's number, on UDP.
+    assert_eq!(server.quic[0].port(), server.tls4().port());
+    let out = run_with_input(
+        quic_client(&pki, &server, &[]),
+        "hello quic\nstraße\n\n".as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HELLO QUIC\nSTRASSE\n\n");
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_connections"), 1, "{log}");
+    assert_eq!(counter(&log, "quic_streams"), 3, "{log}");
+    assert_eq!(counter(&log, "quic_bytes_in"), 20, "{log}");
+    // "ß" (2 bytes) becomes "SS" (2 bytes).
+    assert_eq!(counter(&log, "quic_bytes_out"), 20, "{log}");
+}
+
+#[test]
+fn count_answers_per_line_and_a_line_over_the_limit_resets_its_stream() {
+    let pki = Pki::new("quic-count");
+    let server = quic_server(
+        &pki,
+        &["--transform", "count", "--count-max-line-bytes", "8"],
+    );
+    let out = run_with_input(quic_client(&pki, &server, &[]), b"mississippi\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the server reset the stream: a line over its --count-max-line-bytes"),
+        "{stderr}"
+    );
+    let out = run_with_input(quic_client(&pki, &server, &[]), b"sassy\n");
+    assert_eq!(text(&out.stdout), "3\n");
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_line_too_long"), 1, "{log}");
+}
+
+#[test]
+fn nothing_listening_is_one_line_within_the_connect_deadline() {
+    // A UDP port that answers nothing (QUIC ignores ICMP, so silence is all
+    // a client sees).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pki = Pki::new("quic-silent");
+    let mut command = upcase();
+    command.args([
+        "client",
+        "--quic",
+        "--ca",
+        &pki.path("ca.pem"),
+        "--timeout",
+        "1s",
+    ]);
+    command.args([
+        "-p",
+        &silent.local_addr().unwrap().port().to_string(),
+        "127.0.0.1",
+    ]);
+    let out = run_with_input(command, b"x\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no answer within 1s"), "{stderr}");
+}
+
+#[test]
+fn a_server_at_its_cap_refuses_with_connection_refused() {
+    let pki = Pki::new("quic-cap");
+    let server = quic_server(&pki, &["--max-connections", "1"]);
+    // One client holds the only place: its input stays open.
+    let mut holder = quic_client(&pki, &server, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    let mut stdout = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "FIRST\n");
+    let out = run_with_input(
+        quic_client(&pki, &server, &["--timeout", "5s"]),
+        b"second\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("refused by the server"), "{stderr}");
+    drop(stdin);
+    let _ = holder.wait();
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_refused"), 1, "{log}");
+    // Under load (half the cap open), the newcomer was asked to Retry first.
+    assert_eq!(counter(&log, "quic_retries"), 1, "{log}");
+}
+
+/// Runs the aioquic client (`tests/peers/quic_peer.py`) against `port`.
+fn aioquic_client(pki: &Pki, port: u16, alpn: &str, args: &[&str]) -> serde_json::Value {
+    let mut command = common::python("quic_peer.py", &["client", "127.0.0.1"]);
+    command
+        .args([&port.to_string(), &pki.path("ca.pem"), alpn])
+        .args(args);
+    let out = run_with_input(command, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+#[test]
+#[ignore = "needs aioquic from PyPI; .ci/run installs it"]
+fn an_independent_client_gets_streams_datagrams_and_its_alpn_checked() {
+    let pki = Pki::new("quic-aioquic");
+    let server = quic_server(&pki, &[]);
+    let port = server.quic[0].port();
+    let got = aioquic_client(
+        &pki,
+        port,
+        "upcase",
+        &[
+            "--line",
+            "hello aioquic",
+            "--line",
+            "straße",
+            "--datagram",
+            "one datagram",
+            "--datagram",
+            "ß",
+        ],
+    );
+    assert_eq!(
+        got["streams"],
+        serde_json::json!(["HELLO AIOQUIC\n", "STRASSE\n"]),
+        "{got}"
+    );
+    assert_eq!(
+        got["datagrams"],
+        serde_json::json!(["ONE DATAGRAM", "SS"]),
+        "{got}"
+    );
+    // Another ALPN is refused (TLS alert 120) and counted.
+    let refused = aioquic_client(&pki, port, "h3", &["--line", "x"]);
+    assert!(refused.get("error").is_some(), "{refused}");
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_datagrams_in"), 2, "{log}");
+    assert_eq!(counter(&log, "quic_datagrams_out"), 2, "{log}");
+    assert_eq!(counter(&log, "quic_failed_alpn"), 1, "{log}");
+}
+
+#[test]
+#[ignore = "needs aioquic from PyPI; .ci/run installs it"]
+fn the_client_works_against_an_independent_server() {
+    let pki = Pki::new("quic-aioserver");
+    let peer = common::python(
+        "quic_peer.py",
+        &["server", &pki.path("server.pem"), &pki.path("server.key")],
+    );
+    let (server, port) = common::spawn_python_server(peer);
+    let mut command = upcase();
+    command.args(["client", "--quic", "--ca", &pki.path("ca.pem")]);
+    command.args(["-p", &port.to_string(), "localhost"]);
+    let out = run_with_input(command, b"to aioquic\nsecond line\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "TO AIOQUIC\nSECOND LINE\n");
+    drop(server);
+}
