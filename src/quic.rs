@@ -197,6 +197,32 @@ impl QuicClient {
             })?
     }
 
+    /// The largest datagram the server takes now, if it takes any.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        self.connection.max_datagram_size()
+    }
+
+    /// Sends `bytes` as one DATAGRAM frame (unreliable: it may be lost).
+    pub fn send_datagram(&self, bytes: &[u8]) -> Result<(), String> {
+        self.connection
+            .send_datagram(bytes::Bytes::copy_from_slice(bytes))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next DATAGRAM frame from the server.
+    pub async fn read_datagram(&self) -> Result<Vec<u8>, String> {
+        self.connection
+            .read_datagram()
+            .await
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| describe(&e))
+    }
+
+    /// QUIC's own estimate of the round trip (RFC 9002's smoothed RTT).
+    pub fn rtt(&self) -> Duration {
+        self.connection.rtt()
+    }
+
     /// Closes the connection cleanly (code 0).
     pub fn close(&self) {
         self.connection.close(VarInt::from_u32(0), b"");

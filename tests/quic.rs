@@ -129,6 +129,55 @@ fn a_server_at_its_cap_refuses_with_connection_refused() {
     assert_eq!(counter(&log, "quic_retries"), 1, "{log}");
 }
 
+/// `upcase ping --quic --json -q` to `port` with `args`: exit code and report.
+fn quic_ping(pki: &Pki, port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = upcase();
+    command.args([
+        "ping",
+        "--quic",
+        "--ca",
+        &pki.path("ca.pem"),
+        "--json",
+        "-q",
+    ]);
+    command
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .arg("localhost");
+    let out = run_with_input(command, b"");
+    (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+}
+
+#[test]
+fn ping_sends_its_probes_as_datagrams_with_quics_own_rtt_beside() {
+    let pki = Pki::new("quic-ping");
+    let server = quic_server(&pki, &[]);
+    let port = server.quic[0].port();
+    let (code, out) = quic_ping(&pki, port, &["-c", "3", "-i", "0.05"]);
+    assert_eq!(code, Some(0), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (doc["transmitted"].as_u64(), doc["received"].as_u64()),
+        (Some(3), Some(3)),
+        "{doc}"
+    );
+    assert_eq!(doc["protocol"], "quic datagrams");
+    assert!(
+        doc["quic_rtt_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{doc}"
+    );
+    // A probe larger than a datagram the connection carries: refused
+    // before any is sent, naming the limit.
+    let (code, out) = quic_ping(&pki, port, &["-c", "1", "-s", "5000"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("larger than the largest QUIC datagram"),
+        "{out}"
+    );
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_datagrams_out"), 3, "{log}");
+}
+
 /// Runs the aioquic client (`tests/peers/quic_peer.py`) against `port`.
 fn aioquic_client(pki: &Pki, port: u16, alpn: &str, args: &[&str]) -> serde_json::Value {
     let mut command = common::python("quic_peer.py", &["client", "127.0.0.1"]);
@@ -195,5 +244,9 @@ fn the_client_works_against_an_independent_server() {
     let out = run_with_input(command, b"to aioquic\nsecond line\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "TO AIOQUIC\nSECOND LINE\n");
+    // And ping's datagrams.
+    let (code, out) = quic_ping(&pki, port, &["-c", "2", "-i", "0.05"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"received\": 2"), "{out}");
     drop(server);
 }

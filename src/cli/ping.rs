@@ -97,6 +97,9 @@ struct JsonReport<'a> {
     probe_bytes: usize,
     connect_ms: Option<f64>,
     handshake_ms: Option<f64>,
+    /// QUIC: the connection's own smoothed RTT estimate, beside ping's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quic_rtt_ms: Option<f64>,
     time_ms: f64,
     interrupted: bool,
     errors: u64,
@@ -107,6 +110,8 @@ struct JsonReport<'a> {
 /// Where the probes go and the replies come from.
 enum Transport {
     Udp(UdpSocket),
+    /// Probes as DATAGRAM frames on one QUIC connection.
+    Quic(upcase::quic::QuicClient),
     Tcp {
         stream: Box<dyn Duplex>,
         /// Bytes of a reply line not yet complete.
@@ -135,6 +140,7 @@ impl Transport {
     async fn send(&mut self, probe: &[u8]) -> std::io::Result<()> {
         match self {
             Transport::Udp(socket) => socket.send(probe).await.map(drop),
+            Transport::Quic(client) => client.send_datagram(probe).map_err(std::io::Error::other),
             Transport::Tcp { stream, .. } => {
                 let mut line = probe.to_vec();
                 line.push(b'\n');
@@ -150,6 +156,11 @@ impl Transport {
             Transport::Udp(socket) => match socket.recv(buf).await {
                 Ok(n) => Wake::Replies(vec![buf[..n].to_vec()]),
                 Err(e) => Wake::ReceiveError(e),
+            },
+            // Cancel-safe: quinn queues datagrams until read.
+            Transport::Quic(client) => match client.read_datagram().await {
+                Ok(datagram) => Wake::Replies(vec![datagram]),
+                Err(why) => Wake::ReceiveError(std::io::Error::other(why)),
             },
             Transport::Tcp {
                 stream,
@@ -225,11 +236,10 @@ async fn shake_hands(
 
 /// Pings until the count is reached or Ctrl-C, then prints the summary.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.tls.quic {
-        return Err(super::UsageError(
-            "ping --quic is not there yet: the server and the client speak QUIC; probe it with `upcase client --quic`".into(),
-        )
-        .into());
+    if args.tls.quic && args.tcp {
+        return Err(
+            super::UsageError("--quic probes go as QUIC datagrams: drop --tcp".into()).into(),
+        );
     }
     if args.tls.tls && !args.tcp {
         return Err(super::UsageError("--tls is for TCP: add --tcp".into()).into());
@@ -288,9 +298,10 @@ async fn tcp_to(
 
 async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
     let mut addr = addrs[0];
-    let protocol = match (args.tcp, args.tls.tls) {
-        (true, true) => "tls",
-        (true, false) => "tcp",
+    let protocol = match (args.tcp, args.tls.tls, args.tls.quic) {
+        (_, _, true) => "quic datagrams",
+        (true, true, _) => "tls",
+        (true, false, _) => "tcp",
         _ => "udp",
     };
     let text = !args.json;
@@ -301,7 +312,7 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
     let last_seq = if args.count == 0 { 999_999 } else { args.count };
     let size = args.size.max(probe(last_seq, unix_now(), 0).len());
     let probe_bytes = probe(1, unix_now(), size).len();
-    if !args.tcp {
+    if !args.tcp && !args.tls.quic {
         let max = max_datagram_bytes(addr);
         if probe_bytes > max {
             return Err(super::UsageError(format!(
@@ -346,6 +357,39 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
             partial: Vec::new(),
             max_line: probe_bytes.saturating_mul(3).saturating_add(64),
         }
+    } else if let (true, Some(tls)) = (args.tls.quic, &tls) {
+        let started = Instant::now();
+        let target = format!("{}:{}", args.host, addr.port());
+        let client = upcase::quic::QuicClient::connect(
+            &target,
+            &addrs,
+            tls,
+            args.timeout.max(Duration::from_secs(5)),
+            0,
+        )
+        .await?;
+        addr = client.peer();
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        handshake_ms = Some(ms);
+        if verbose {
+            writeln!(out, "connected to {addr} over QUIC in {ms:.3} ms")?;
+        }
+        // A probe the connection cannot carry is refused before any is sent.
+        match client.max_datagram_size() {
+            None => {
+                return Err(anyhow::anyhow!(
+                    "quic {addr}: the server takes no datagrams"
+                ));
+            }
+            Some(max) if probe_bytes > max => {
+                return Err(super::UsageError(format!(
+                    "a probe of {probe_bytes} bytes is larger than the largest QUIC datagram {addr} takes now ({max} bytes)"
+                ))
+                .into());
+            }
+            Some(_) => {}
+        }
+        Transport::Quic(client)
     } else {
         Transport::Udp(udp_to(addr).await?)
     };
@@ -524,6 +568,10 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
     }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let report = tracker.report();
+    let quic_rtt_ms = match &transport {
+        Transport::Quic(client) => Some(client.rtt().as_secs_f64() * 1e3),
+        _ => None,
+    };
     if args.json {
         let doc = JsonReport {
             host: &args.host,
@@ -532,6 +580,7 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
             probe_bytes,
             connect_ms,
             handshake_ms,
+            quic_rtt_ms,
             time_ms: elapsed_ms,
             interrupted,
             errors,
@@ -540,6 +589,12 @@ async fn ping(args: Args, addrs: Vec<SocketAddr>) -> anyhow::Result<ExitCode> {
         super::output::write_json(&mut out, &doc, true)?;
     } else {
         write!(out, "{}", summary(&args.host, &report, errors, elapsed_ms))?;
+        if let Some(ms) = quic_rtt_ms {
+            writeln!(
+                out,
+                "quic rtt (the connection's own smoothed estimate) = {ms:.3} ms"
+            )?;
+        }
     }
     out.flush()?;
     // As ping(8): a reply is success, unless a deadline and a count were

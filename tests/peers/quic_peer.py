@@ -10,7 +10,8 @@ QUIC tests.
 
   quic_peer.py server CERT KEY
       Serves ALPN "upcase" on 127.0.0.1, a free port, upper-casing each
-      stream as it comes (the textbook's service over QUIC). Prints
+      stream as it comes and each datagram (the textbook's service over
+      QUIC). Prints
       "The server is ready to receive", then the port.
 """
 import asyncio
@@ -76,10 +77,15 @@ class UpperServer(QuicConnectionProtocol):
                 event.stream_id, event.data.upper(), end_stream=event.end_stream
             )
             self.transmit()
+        elif isinstance(event, DatagramFrameReceived):
+            self._quic.send_datagram_frame(event.data.upper())
+            self.transmit()
 
 
 async def run_server(cert, key):
-    config = QuicConfiguration(is_client=False, alpn_protocols=["upcase"])
+    config = QuicConfiguration(
+        is_client=False, alpn_protocols=["upcase"], max_datagram_frame_size=65536
+    )
     config.load_cert_chain(cert, key)
     server = await serve("127.0.0.1", 0, configuration=config, create_protocol=UpperServer)
     port = server._transport.get_extra_info("sockname")[1]
