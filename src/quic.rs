@@ -27,6 +27,14 @@ pub enum QuicError {
         /// What each address said.
         reasons: String,
     },
+    /// No reply within the timeout.
+    #[error("quic {addr}: awaiting the reply: no reply within {}", humantime::format_duration(*.timeout))]
+    TimedOut {
+        /// The server's address.
+        addr: SocketAddr,
+        /// How long it waited.
+        timeout: Duration,
+    },
     /// The connection or a stream failed.
     #[error("quic {addr}: {what}: {why}")]
     Stream {
@@ -186,14 +194,9 @@ impl QuicClient {
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| {
-                failed(
-                    "awaiting the reply",
-                    format!(
-                        "no reply within {}",
-                        humantime::format_duration(self.timeout)
-                    ),
-                )
+            .map_err(|_| QuicError::TimedOut {
+                addr,
+                timeout: self.timeout,
             })?
     }
 

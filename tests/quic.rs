@@ -250,3 +250,40 @@ fn the_client_works_against_an_independent_server() {
     assert!(out.contains("\"received\": 2"), "{out}");
     drop(server);
 }
+
+#[test]
+fn bench_loads_streams_datagrams_and_a_connection_per_request() {
+    let pki = Pki::new("quic-bench");
+    let server = quic_server(&pki, &[]);
+    let port = server.quic[0].port();
+    let ca = pki.path("ca.pem");
+    for (mode, heading) in [
+        ("-c 2 --pipeline 8", "quic 127.0.0.1"),
+        ("-c 2 --pipeline 8 --datagrams", "quic datagrams"),
+        ("-c 2 --mode oneshot", "quic oneshot"),
+    ] {
+        let (ok, report) = common::bench(&format!(
+            "localhost --quic --ca {ca} -p {port} -n 200 {mode}"
+        ));
+        assert!(ok, "{mode}: {report}");
+        let c = common::counts(&report);
+        assert_eq!(
+            (c["sent"], c["received"], c["mismatched"]),
+            (200, 200, 0),
+            "{mode}: {report}"
+        );
+        assert!(
+            report["label"].as_str().unwrap().starts_with(heading),
+            "{report}"
+        );
+        assert_eq!(report["protocol"], "quic");
+        if mode.contains("oneshot") {
+            // Each request's handshake, timed apart from its latency.
+            assert!(report["handshake"]["p50_ms"].as_f64().is_some(), "{report}");
+        }
+    }
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_datagrams_out"), 200, "{log}");
+    // 2 stream connections + the check before each run + 200 one-shot.
+    assert!(counter(&log, "quic_connections") >= 200, "{log}");
+}

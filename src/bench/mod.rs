@@ -20,6 +20,7 @@ mod inflight;
 pub mod pace;
 pub mod payload;
 pub mod plot;
+pub mod quic;
 pub mod report;
 mod tcp;
 mod udp;
@@ -51,6 +52,8 @@ pub enum Transport {
     /// Per request: connect, send it unterminated, read the reply, close
     /// (what the textbook TCPClient does).
     TcpOneshot,
+    /// QUIC: streams, a connection per request, or datagrams.
+    Quic(quic::Mode),
 }
 
 /// When sending stops.
@@ -125,6 +128,12 @@ impl Config {
         }
         if self.tls.is_some() && self.transport == Transport::Udp {
             return Err("--tls is for TCP (--tcp)".into());
+        }
+        if matches!(self.transport, Transport::Quic(_)) && self.tls.is_none() {
+            return Err("QUIC needs its TLS settings".into());
+        }
+        if self.transport == Transport::Quic(quic::Mode::Oneshot) && self.pipeline != 1 {
+            return Err("oneshot sends one request per connection: --pipeline must be 1".into());
         }
         if self.offload && self.transport != Transport::Udp {
             return Err("--gso is for UDP (--udp)".into());
@@ -305,7 +314,11 @@ pub fn start_with(config: Config, intervals: bool) -> io::Result<Running> {
             );
         }
     }
-    let newline = config.transport == Transport::TcpPersistent;
+    // Requests on a stream are lines; datagrams carry no newline.
+    let newline = matches!(
+        config.transport,
+        Transport::TcpPersistent | Transport::Quic(quic::Mode::Streams | quic::Mode::Oneshot)
+    );
     let payloads = Payloads::new(config.size, newline, config.expect).map_err(io::Error::other)?;
     // Each thread's runtime is made here, and every UDP socket opened and
     // registered with its thread's runtime, before the clock starts: with
@@ -418,6 +431,7 @@ fn thread_main(
                 }
                 Transport::TcpPersistent => tasks.spawn(tcp::persistent(run, index)),
                 Transport::TcpOneshot => tasks.spawn(tcp::oneshot(run, index)),
+                Transport::Quic(mode) => tasks.spawn(quic::connection(run, index, mode)),
             };
         }
         let mut total = Tally::default();
@@ -492,7 +506,7 @@ impl Running {
             Transport::Udp => Load::Udp {
                 timeout: self.run.config.timeout,
             },
-            Transport::TcpPersistent => Load::TcpPersistent,
+            Transport::TcpPersistent | Transport::Quic(_) => Load::TcpPersistent,
             Transport::TcpOneshot => Load::TcpOneshot {
                 ephemeral_ports: ephemeral_ports(),
                 sources: tcp::oneshot_sources(self.run.config.target),

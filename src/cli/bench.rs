@@ -12,6 +12,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use upcase::bench::plot::{self, Series};
+use upcase::bench::quic::Mode as QuicMode;
 
 use super::PlotScale;
 use upcase::bench::report::Point;
@@ -19,7 +20,7 @@ use upcase::bench::{self, Config, Expect, Results, Stop, Transport};
 
 /// Options of `upcase bench`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("transport").required(true).args(["udp", "tcp"])))]
+#[command(group(clap::ArgGroup::new("transport").required(true).args(["udp", "tcp", "quic"])))]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
     /// Server host name or IP address
@@ -42,8 +43,11 @@ pub struct Args {
     /// TCP only: persistent connections carrying newline-terminated
     /// requests, or oneshot (connect, one unterminated request, read the
     /// reply, close: the textbook TCPClient)
-    #[arg(long, value_enum, default_value_t = Mode::Persistent, requires = "tcp")]
+    #[arg(long, value_enum, default_value_t = Mode::Persistent)]
     mode: Mode,
+    /// QUIC only: send each request as a DATAGRAM frame (unreliable, as UDP) instead of on a stream
+    #[arg(long, requires = "quic", conflicts_with = "mode")]
+    datagrams: bool,
     /// Connections (UDP: sockets; oneshot: requests at once); 1k is 1000
     #[arg(short = 'c', long, default_value_t = 1, value_parser = super::parse_usize)]
     connections: usize,
@@ -225,23 +229,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .expect("clap requires HOST without a subcommand");
     let port = args.port.unwrap_or(args.tls.default_port());
-    let address = choose_address(super::resolve(&host, port)?, args.udp, args.timeout);
-    let transport = match (args.udp, args.mode) {
-        (true, _) => Transport::Udp,
-        (false, Mode::Persistent) => Transport::TcpPersistent,
-        (false, Mode::Oneshot) => Transport::TcpOneshot,
+    let address = choose_address(
+        super::resolve(&host, port)?,
+        args.udp || args.tls.quic,
+        args.timeout,
+    );
+    if args.udp && args.mode == Mode::Oneshot {
+        return Err(super::UsageError("--mode oneshot is for TCP and QUIC".into()).into());
+    }
+    let transport = match (args.udp, args.tls.quic, args.mode) {
+        (true, _, _) => Transport::Udp,
+        (false, true, _) if args.datagrams => Transport::Quic(QuicMode::Datagrams),
+        (false, true, Mode::Persistent) => Transport::Quic(QuicMode::Streams),
+        (false, true, Mode::Oneshot) => Transport::Quic(QuicMode::Oneshot),
+        (false, false, Mode::Persistent) => Transport::TcpPersistent,
+        (false, false, Mode::Oneshot) => Transport::TcpOneshot,
     };
     let stop = match args.messages {
         Some(n) => Stop::Count(n),
         None => Stop::After(args.duration.unwrap_or(DEFAULT_DURATION)),
     };
     // Everything that can be checked is checked before the first packet.
-    if args.tls.quic {
-        return Err(super::UsageError(
-            "bench --quic is not there yet: the server and the client speak QUIC".into(),
-        )
-        .into());
-    }
     if args.udp && args.tls.tls {
         return Err(super::UsageError("--tls is for TCP (--tcp)".into()).into());
     }
@@ -284,8 +292,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tls: args.tls.connect(&host)?.map(full_handshakes),
     };
     config.validate().map_err(super::UsageError)?;
-    if let Some(tls) = &config.tls {
-        check_handshake(&host, port, address, tls, args.timeout)?;
+    match (&config.tls, args.tls.quic) {
+        (Some(tls), true) => check_quic(&host, port, address, tls, args.timeout)?,
+        (Some(tls), false) => check_handshake(&host, port, address, tls, args.timeout)?,
+        (None, _) => {}
     }
     let earlier = args
         .compare
@@ -328,10 +338,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             label: &label,
             host: &host,
             address,
-            protocol: match (args.udp, args.tls.tls) {
-                (true, _) => "udp",
-                (false, false) => "tcp",
-                (false, true) => "tls",
+            protocol: match (args.udp, args.tls.tls, args.tls.quic) {
+                (true, _, _) => "udp",
+                (false, _, true) => "quic",
+                (false, false, false) => "tcp",
+                (false, true, false) => "tls",
             },
             mode: (!args.udp).then_some(match args.mode {
                 Mode::Persistent => "persistent",
@@ -559,6 +570,31 @@ fn check_handshake(
     Ok(())
 }
 
+/// One QUIC connection before the run, as [`check_handshake`] for TLS:
+/// nothing answering, or a certificate refused, is one line and exit 1.
+fn check_quic(
+    host: &str,
+    port: u16,
+    address: SocketAddr,
+    tls: &upcase::tls::TlsConnect,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let target = format!("{host}:{port}");
+    let client = runtime.block_on(upcase::quic::QuicClient::connect(
+        &target,
+        &[address],
+        tls,
+        timeout.max(std::time::Duration::from_secs(5)),
+        0,
+    ))?;
+    client.close();
+    runtime.block_on(tokio::task::yield_now());
+    Ok(())
+}
+
 /// Every connection of a run makes a full handshake: no session is
 /// resumed, so one-shot runs measure what a new client costs (a resumed
 /// handshake skips the certificate's signature).
@@ -573,6 +609,9 @@ fn full_handshakes(mut tls: upcase::tls::TlsConnect) -> upcase::tls::TlsConnect 
 /// closed loop, 10s`.
 fn heading(c: &Config) -> String {
     let transport = match (c.transport, c.tls.is_some()) {
+        (Transport::Quic(QuicMode::Streams), _) => "quic",
+        (Transport::Quic(QuicMode::Oneshot), _) => "quic oneshot",
+        (Transport::Quic(QuicMode::Datagrams), _) => "quic datagrams",
         (Transport::Udp, _) => "udp",
         (Transport::TcpPersistent, false) => "tcp",
         (Transport::TcpOneshot, false) => "tcp oneshot",
