@@ -86,9 +86,13 @@ pub fn describe(e: &quinn::ConnectionError) -> String {
             code => format!("closed by the server: code {code}"),
         },
         E::TransportError(t) => match u64::from(t.code) {
-            code @ 0x100..=0x1ff => {
-                format!("TLS failed: {} ({})", alert_name(code - 0x100), t.reason)
+            0x100..=0x1ff if t.reason.starts_with("invalid peer certificate") => {
+                format!(
+                    "certificate verification failed: {}",
+                    certificate_reason(&t.reason)
+                )
             }
+            code @ 0x100..=0x1ff => format!("TLS failed: {}", alert_name(code - 0x100)),
             _ => format!("protocol error: {t}"),
         },
         E::ApplicationClosed(close) => format!("closed by the server (code {})", close.error_code),
@@ -97,6 +101,57 @@ pub fn describe(e: &quinn::ConnectionError) -> String {
         E::LocallyClosed => "closed".into(),
         E::CidsExhausted => "out of connection IDs".into(),
     }
+}
+
+/// What quinn passes on of rustls' certificate error (its text, which is
+/// Rust debug output: `invalid peer certificate: UnknownIssuer`), in words.
+fn certificate_reason(text: &str) -> String {
+    let table = [
+        (
+            "UnknownIssuer",
+            "unknown issuer: it is not signed by a CA trusted here (--ca FILE trusts one)",
+        ),
+        (
+            "NotValidForName",
+            "name mismatch: it is not for the name asked (--sni NAME asks for another)",
+        ),
+        ("Expired", "expired"),
+        ("NotValidYet", "not valid yet"),
+        (
+            "CaUsedAsEndEntity",
+            "it is a CA's certificate, used as the server's",
+        ),
+        (
+            "UnsupportedCertVersion",
+            "it is not an X.509 version 3 certificate",
+        ),
+        ("BadSignature", "its signature does not verify"),
+        ("Revoked", "it has been revoked"),
+        ("BadEncoding", "it is not a well-formed X.509 certificate"),
+    ];
+    // The same in rustls' other spelling ("certificate expired: ...",
+    // "certificate not valid for name ...").
+    let spoken = [
+        ("certificate expired", "expired"),
+        (
+            "not valid for name",
+            "name mismatch: it is not for the name asked (--sni NAME asks for another)",
+        ),
+        ("not valid yet", "not valid yet"),
+        (
+            "unknown issuer",
+            "unknown issuer: it is not signed by a CA trusted here (--ca FILE trusts one)",
+        ),
+    ];
+    let lower = text.to_lowercase();
+    table
+        .iter()
+        .find(|(token, _)| text.contains(token))
+        .or_else(|| spoken.iter().find(|(token, _)| lower.contains(token)))
+        .map_or_else(
+            || format!("refused ({text})"),
+            |(_, words)| (*words).to_owned(),
+        )
 }
 
 /// The name of a TLS alert (RFC 8446, 6), for those a client meets.

@@ -287,3 +287,70 @@ fn bench_loads_streams_datagrams_and_a_connection_per_request() {
     // 2 stream connections + the check before each run + 200 one-shot.
     assert!(counter(&log, "quic_connections") >= 200, "{log}");
 }
+
+#[test]
+#[ignore = "needs aioquic from PyPI; .ci/run installs it"]
+fn a_resumed_client_is_answered_in_its_first_flight() {
+    // aioquic connects for a session ticket, then again with it, its line
+    // sent as 0-RTT early data: accepted, and answered.
+    let pki = Pki::new("quic-0rtt");
+    let server = quic_server(&pki, &[]);
+    let port = server.quic[0].port().to_string();
+    let mut command = common::python("quic_peer.py", &["resume", "127.0.0.1", &port]);
+    command.args([&pki.path("ca.pem"), "upcase", "early line"]);
+    let out = run_with_input(command, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["streams"], serde_json::json!(["EARLY LINE\n"]), "{got}");
+    assert_eq!(got["early_data"], true, "{got}");
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_connections"), 2, "{log}");
+}
+
+#[test]
+fn mutual_tls_over_quic_serves_a_signed_client_and_refuses_the_others() {
+    let pki = Pki::new("quic-mutual");
+    let server = quic_server(&pki, &["--tls-client-ca", &pki.path("client-ca.pem")]);
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let out = run_with_input(
+        quic_client(&pki, &server, &["--cert", &cert, "--key", &key]),
+        b"signed\n",
+    );
+    assert_eq!(text(&out.stdout), "SIGNED\n", "{}", text(&out.stderr));
+    let out = run_with_input(quic_client(&pki, &server, &[]), b"unsigned\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let (rogue, rogue_key) = (pki.path("rogue.pem"), pki.path("rogue.key"));
+    let out = run_with_input(
+        quic_client(&pki, &server, &["--cert", &rogue, "--key", &rogue_key]),
+        b"rogue\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let (_, log) = server.stop();
+    assert_eq!(counter(&log, "quic_connections"), 1, "{log}");
+    assert_eq!(counter(&log, "quic_failed_client_cert"), 2, "{log}");
+}
+
+#[test]
+fn sighup_gives_new_connections_the_new_pair() {
+    let pki = Pki::new("quic-reload");
+    let (cert, key) = (pki.path("live.pem"), pki.path("live.key"));
+    std::fs::copy(pki.path("server.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    let server = pki.server("live", &["--quic"]);
+    let out = run_with_input(quic_client(&pki, &server, &[]), b"before\n");
+    assert_eq!(text(&out.stdout), "BEFORE\n", "{}", text(&out.stderr));
+    // An expired pair: new connections get it, and the client says so.
+    std::fs::copy(pki.path("expired.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("expired.key"), &key).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_log("read again, but");
+    let out = run_with_input(quic_client(&pki, &server, &[]), b"after\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("certificate verification failed: expired"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Other("), "in words: {stderr}");
+}

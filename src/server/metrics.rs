@@ -206,13 +206,6 @@ impl Collector for StatsCollector {
                 ],
             },
             Family {
-                name: "quic_zero_rtt",
-                help: "QUIC connections whose 0-RTT data was accepted",
-                kind: Counter,
-                label: None,
-                series: &[("", &s.quic_zero_rtt)],
-            },
-            Family {
                 name: "quic_streams",
                 help: "QUIC bidirectional streams opened by clients",
                 kind: Counter,

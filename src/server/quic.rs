@@ -202,19 +202,23 @@ async fn admit(incoming: Incoming, shared: Arc<Shared>) {
         .tls
         .as_ref()
         .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
-    // Early data is answered at once (0.5-RTT) where 0-RTT is on.
-    let connection = match connecting.into_0rtt() {
-        Ok((connection, accepted)) => {
-            let stats = stats.clone();
-            tokio::spawn(async move {
-                if accepted.await {
-                    Stats::add(&stats.quic_zero_rtt, 1);
-                }
-            });
-            connection
-        }
+    // Early data is answered at once (0.5-RTT) where 0-RTT is on; with
+    // mutual TLS, nothing is served before the client's certificate is
+    // checked: the whole handshake first.
+    let mutual = config.tls.as_ref().is_some_and(|t| t.keys.mutual());
+    let early = if mutual {
+        Err(connecting)
+    } else {
+        connecting.into_0rtt()
+    };
+    let (connection, handshake) = match early {
+        // The handshake goes on while early streams are served.
+        Ok((connection, accepted)) => (connection, Some(accepted)),
         Err(connecting) => match timeout(handshake_timeout, connecting).await {
-            Ok(Ok(connection)) => connection,
+            Ok(Ok(connection)) => {
+                Stats::add(&stats.quic_connections, 1);
+                (connection, None)
+            }
             Ok(Err(e)) => {
                 count_failure(stats, &e);
                 tracing::debug!(%peer, error = %e, "QUIC handshake failed");
@@ -226,9 +230,8 @@ async fn admit(incoming: Incoming, shared: Arc<Shared>) {
             }
         },
     };
-    Stats::add(&stats.quic_connections, 1);
     Stats::add(&stats.quic_open, 1);
-    serve_connection(connection, &shared).await;
+    serve_connection(connection, &shared, handshake, handshake_timeout).await;
     Stats::sub(&stats.quic_open, 1);
     drop((slot, source_slot));
 }
@@ -253,22 +256,58 @@ fn count_failure(stats: &Stats, e: &quinn::ConnectionError) {
 
 /// Serves a connection's streams and datagrams until it closes, or until
 /// shutdown: then its open streams finish and it is closed with code 0.
-async fn serve_connection(connection: Connection, shared: &Arc<Shared>) {
+async fn serve_connection(
+    connection: Connection,
+    shared: &Arc<Shared>,
+    handshake: Option<quinn::ZeroRttAccepted>,
+    handshake_timeout: Duration,
+) {
     let streams = TaskTracker::new();
     let mut reply = Vec::new();
+    let stats = &shared.stats;
+    // With early data, the handshake completes (or not) while its streams
+    // are served: it is counted, and held to its deadline, here.
+    let mut pending = handshake.is_some();
+    let handshake = async move {
+        match handshake {
+            Some(accepted) => timeout(handshake_timeout, accepted).await.is_ok(),
+            None => true,
+        }
+    };
+    tokio::pin!(handshake);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
+            done = &mut handshake, if pending => {
+                pending = false;
+                if done {
+                    Stats::add(&stats.quic_connections, 1);
+                } else {
+                    Stats::add(&stats.quic_failed_timeout, 1);
+                    connection.close(VarInt::from_u32(NO_ERROR), b"handshake timeout");
+                    break;
+                }
+            }
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    Stats::add(&shared.stats.quic_streams, 1);
+                    Stats::add(&stats.quic_streams, 1);
                     streams.spawn(serve_stream(send, recv, shared.clone()));
                 }
-                Err(_) => break,
+                Err(e) => {
+                    if pending {
+                        count_failure(stats, &e);
+                    }
+                    break;
+                }
             },
             datagram = connection.read_datagram() => match datagram {
                 Ok(datagram) => answer_datagram(&connection, &datagram, &mut reply, shared),
-                Err(_) => break,
+                Err(e) => {
+                    if pending {
+                        count_failure(stats, &e);
+                    }
+                    break;
+                }
             },
         }
     }

@@ -8,6 +8,10 @@ QUIC tests.
       one JSON object: {"streams": [...], "datagrams": [...]}, or
       {"error": CODE, "reason": TEXT} when the connection is refused.
 
+  quic_peer.py resume HOST PORT CA ALPN LINE
+      Connects for a session ticket, then again with it, sending LINE as
+      0-RTT early data. Prints {"streams": [REPLY], "early_data": BOOL}.
+
   quic_peer.py server CERT KEY
       Serves ALPN "upcase" on 127.0.0.1, a free port, upper-casing each
       stream as it comes and each datagram (the textbook's service over
@@ -40,6 +44,43 @@ class Client(QuicConnectionProtocol):
         elif isinstance(event, ConnectionTerminated):
             self.terminated = event
         super().quic_event_received(event)
+
+
+async def resumed(host, port, ca, alpn, line):
+    """Connects once for a session ticket, then again with it, sending
+    `line` as 0-RTT early data before the handshake completes."""
+    tickets = []
+
+    def configuration(ticket=None):
+        config = QuicConfiguration(is_client=True, alpn_protocols=[alpn])
+        config.load_verify_locations(ca)
+        config.server_name = "localhost"
+        config.session_ticket = ticket
+        return config
+
+    async with connect(
+        host, port, configuration=configuration(),
+        session_ticket_handler=tickets.append,
+    ) as client:
+        await client.ping()
+        # The ticket comes after the handshake.
+        for _ in range(50):
+            if tickets:
+                break
+            await asyncio.sleep(0.05)
+    if not tickets:
+        return {"error": "no session ticket"}
+    async with connect(
+        host, port, configuration=configuration(tickets[-1]), wait_connected=False
+    ) as client:
+        reader, writer = await client.create_stream()
+        writer.write(line.encode() + b"\n")
+        writer.write_eof()
+        reply = await asyncio.wait_for(reader.read(), 10)
+        return {
+            "streams": [reply.decode()],
+            "early_data": client._quic.tls.early_data_accepted,
+        }
 
 
 async def run_client(host, port, ca, alpn, lines, datagrams):
@@ -100,6 +141,9 @@ def main():
         asyncio.run(run_server(sys.argv[2], sys.argv[3]))
         return
     host, port, ca, alpn = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    if mode == "resume":
+        print(json.dumps(asyncio.run(resumed(host, port, ca, alpn, sys.argv[6]))))
+        return
     lines, datagrams = [], []
     args = sys.argv[6:]
     for flag, value in zip(args[::2], args[1::2]):
