@@ -109,6 +109,24 @@ def upcase_tls(key):
     return start
 
 
+def upcase_quic(key):
+    """upcase's QUIC on the load's port (UDP), with the same certificate as
+    its TLS; its plain and TLS ports unused."""
+    def start(port):
+        return [[*upcase_server(free_port()), "--tcp", "--tls-port", str(free_port()),
+                 "--tls-cert", str(PKI / f"{key}.pem"), "--tls-key", str(PKI / f"{key}.key"),
+                 "--quic", "--quic-port", str(port)]]
+    return start
+
+
+# The load a server is given when it is not the comparison's own: QUIC
+# servers take the TLS load as QUIC ("--quic" for "--tcp --tls").
+def load_for(server, load):
+    if server.startswith("upcase-quic"):
+        return load.replace("--tcp --tls", "--quic")
+    return load
+
+
 def nginx_tls(key):
     """nginx terminating TLS on the load's port, one worker, proxying to a
     plain upcase: the deployment upcase's TLS replaces."""
@@ -153,6 +171,7 @@ SERVERS = {
 # function(port) -> commands, each started on the server CPU.
 STACKS = {
     "upcase-tls": upcase_tls("ecdsa"),
+    "upcase-quic": upcase_quic("ecdsa"),
     "upcase-tls-rsa": upcase_tls("rsa"),
     "nginx-tls": nginx_tls("ecdsa"),
     "nginx-tls-rsa": nginx_tls("rsa"),
@@ -260,6 +279,16 @@ COMPARISONS = [
     ("tls-stream-4x64KiB", "--tcp --tls -c 4 --pipeline 4 --size 65536", [
         ("upcase-tls", "nginx-tls", ("rate", ">=", 0.9)),
     ]),
+    # QUIC against upcase's own TLS, the same certificate and load (as
+    # QUIC: a connection per request; 32 requests in flight, a stream each).
+    ("quic-oneshot", "--tcp --tls --mode oneshot -c 2 --size 64", [
+        ("upcase-quic", "upcase-tls", ("cpu", "<=", 1.5)),
+        ("upcase-quic", "upcase-tls", ("rate", None, None)),
+    ]),
+    ("quic-1x32", "--tcp --tls -c 1 --pipeline 32 --size 64", [
+        ("upcase-quic", "upcase-tls", ("cpu", "<=", 4.0)),
+        ("upcase-quic", "upcase-tls", ("rate", None, None)),
+    ]),
     # The textbook client's pattern. The textbook server closes first, so
     # its client pays the teardown: its rate and CPU are context, as are the
     # floor's own. The tails are the request's, the connect timed apart.
@@ -352,8 +381,9 @@ def serving(server):
             if command[0] != "nginx":
                 wait_ready(proc, READY_MARKERS.get(server))
         # nginx prints nothing when ready: wait until its port takes
-        # connections. (UDP-only servers have no TCP port to try.)
-        if server in STACKS:
+        # connections. (UDP-only servers, QUIC's included, have no TCP
+        # port to try; upcase says when it is ready.)
+        if server in STACKS and not server.startswith("upcase-quic"):
             wait_connectable(port)
         yield procs, port
     finally:
@@ -415,7 +445,9 @@ def server_cpu(procs):
 def run_once(server, load, seconds):
     """One run: returns its figures, each a METRICS key."""
     with serving(server) as (procs, port):
-        tls = ["--ca", str(PKI / "ca.pem")] if "--tls" in load.split() else []
+        load = load_for(server, load)
+        secure = {"--tls", "--quic"} & set(load.split())
+        tls = ["--ca", str(PKI / "ca.pem")] if secure else []
         bench = ["taskset", "-c", LOAD_CPU, str(UPCASE), "-q", "bench", "127.0.0.1",
                  "--port", str(port), *load.split(), *tls, "-d", f"{seconds}s",
                  "--threads", "1", "--timeout", "2s", "--json"]
@@ -458,7 +490,8 @@ def main():
         comparisons = [(name, load, [("upcase", "against", ("rate", ">=", 1.0)),
                                      ("upcase", "against", ("cpu", "<=", 1.0)),
                                      ("upcase", "against", ("user", None, None))])
-                       for name, load, _ in COMPARISONS if not name.startswith("tls-")]
+                       for name, load, _ in COMPARISONS
+                       if not name.startswith(("tls-", "quic-"))]
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "upcase", "--examples"],
                    cwd=ROOT, check=True)
