@@ -340,7 +340,6 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
     let config = &shared.config;
     let stats = &shared.stats;
     let mut replier = StreamReplier::new(config.transform, config.count_max_line_bytes);
-    let mut buf = vec![0u8; 16 * 1024];
     let mut reply = Vec::new();
     loop {
         let wait = if replier.awaits_pause() && config.count_pause < config.idle_timeout {
@@ -349,7 +348,8 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
             config.idle_timeout
         };
         let read = tokio::select! {
-            read = timeout(wait, recv.read(&mut buf)) => read,
+            // quinn's own buffers, not a copy into ours.
+            read = timeout(wait, recv.read_chunk(usize::MAX, true)) => read,
             // At shutdown, what was read is answered and the stream ends.
             () = shared.shutdown.cancelled() => Ok(Ok(None)),
         };
@@ -364,9 +364,9 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
                 let _ = recv.stop(VarInt::from_u32(NO_ERROR));
                 true
             }
-            Ok(Ok(Some(n))) => {
-                Stats::add(&stats.quic_bytes_in, n as u64);
-                if let Err(_too_long) = replier.on_data(&buf[..n], &mut reply) {
+            Ok(Ok(Some(chunk))) => {
+                Stats::add(&stats.quic_bytes_in, chunk.bytes.len() as u64);
+                if let Err(_too_long) = replier.on_data(&chunk.bytes, &mut reply) {
                     Stats::add(&stats.quic_line_too_long, 1);
                     let _ = write(&mut send, &reply, config.write_timeout, stats).await;
                     let _ = send.reset(VarInt::from_u32(LINE_TOO_LONG));
@@ -394,8 +394,12 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
         }
         if done {
             let _ = send.finish();
-            // Waits for the client to have it all (or to stop reading).
-            let _ = timeout(config.write_timeout, send.stopped()).await;
+            // quinn delivers what is finished after the stream is dropped,
+            // unless the connection is closed first: at shutdown, wait for
+            // the client to have it all (or to stop reading).
+            if shared.shutdown.is_cancelled() {
+                let _ = timeout(config.write_timeout, send.stopped()).await;
+            }
             return;
         }
     }
@@ -419,7 +423,25 @@ async fn write(
     }
 }
 
-/// The address `endpoint` serves.
-pub(super) fn local_addr(endpoint: &Endpoint) -> Option<SocketAddr> {
-    endpoint.local_addr().ok()
+/// Serves `socket` on a thread with a current-thread runtime of its own,
+/// tracked by `tracker` (the shutdown waits for it). Returns the address
+/// it serves once its endpoint is made, or why it could not be.
+pub(super) fn on_own_runtime(
+    socket: std::net::UdpSocket,
+    shared: Arc<Shared>,
+    tracker: &TaskTracker,
+) -> std::io::Result<Option<SocketAddr>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let endpoint = {
+        let _inside = runtime.enter();
+        endpoint(&shared.config, socket)?
+    };
+    let local = endpoint.local_addr().ok();
+    let serving = tracker.track_future(serve(endpoint, shared));
+    std::thread::Builder::new()
+        .name("upcase-quic".into())
+        .spawn(move || runtime.block_on(serving))?;
+    Ok(local)
 }
