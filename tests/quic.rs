@@ -44,6 +44,7 @@ fn lines_go_each_on_a_stream_and_come_back_transformed() {
     assert_eq!(text(&out.stdout), "HELLO QUIC\nSTRASSE\n\n");
     let (_, log) = server.stop();
     assert_eq!(counter(&log, "quic_connections"), 1, "{log}");
+    assert_eq!(counter(&log, "quic_zero_rtt"), 0, "{log}");
     assert_eq!(counter(&log, "quic_streams"), 3, "{log}");
     assert_eq!(counter(&log, "quic_bytes_in"), 20, "{log}");
     // "ß" (2 bytes) becomes "SS" (2 bytes).
@@ -305,6 +306,8 @@ fn a_resumed_client_is_answered_in_its_first_flight() {
     assert_eq!(got["early_data"], true, "{got}");
     let (_, log) = server.stop();
     assert_eq!(counter(&log, "quic_connections"), 2, "{log}");
+    // The second connection's stream came before its handshake was done.
+    assert_eq!(counter(&log, "quic_zero_rtt"), 1, "{log}");
 }
 
 #[test]

@@ -650,6 +650,7 @@ macro_rules! log_counters {
                 quic_failed_alpn = n(&s.quic_failed_alpn),
                 quic_failed_client_cert = n(&s.quic_failed_client_cert),
                 quic_failed_protocol = n(&s.quic_failed_protocol),
+                quic_zero_rtt = n(&s.quic_zero_rtt),
                 quic_streams = n(&s.quic_streams),
                 quic_line_too_long = n(&s.quic_line_too_long),
                 quic_write_stalled = n(&s.quic_write_stalled),

@@ -206,6 +206,13 @@ impl Collector for StatsCollector {
                 ],
             },
             Family {
+                name: "quic_zero_rtt",
+                help: "QUIC connections that opened a stream as 0-RTT early data",
+                kind: Counter,
+                label: None,
+                series: &[("", &s.quic_zero_rtt)],
+            },
+            Family {
                 name: "quic_streams",
                 help: "QUIC bidirectional streams opened by clients",
                 kind: Counter,

@@ -268,6 +268,8 @@ async fn serve_connection(
     // With early data, the handshake completes (or not) while its streams
     // are served: it is counted, and held to its deadline, here.
     let mut pending = handshake.is_some();
+    // Whether a stream came as early data (counted once a connection).
+    let mut early = false;
     let handshake = async move {
         match handshake {
             Some(accepted) => timeout(handshake_timeout, accepted).await.is_ok(),
@@ -276,7 +278,11 @@ async fn serve_connection(
     };
     tokio::pin!(handshake);
     loop {
+        // Biased: a handshake completed is seen before the streams that
+        // came with the client's last flight, so a stream seen while the
+        // handshake is pending was sent as 0-RTT early data.
         tokio::select! {
+            biased;
             () = shared.shutdown.cancelled() => break,
             done = &mut handshake, if pending => {
                 pending = false;
@@ -290,6 +296,10 @@ async fn serve_connection(
             }
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
+                    if pending && !early {
+                        early = true;
+                        Stats::add(&stats.quic_zero_rtt, 1);
+                    }
                     Stats::add(&stats.quic_streams, 1);
                     streams.spawn(serve_stream(send, recv, shared.clone()));
                 }

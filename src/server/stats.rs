@@ -104,6 +104,9 @@ pub struct Stats {
     pub quic_failed_client_cert: AtomicU64,
     /// Any other QUIC handshake failure.
     pub quic_failed_protocol: AtomicU64,
+    /// QUIC connections that opened a stream as 0-RTT early data (before
+    /// the handshake completed).
+    pub quic_zero_rtt: AtomicU64,
     /// QUIC bidirectional streams opened by clients.
     pub quic_streams: AtomicU64,
     /// QUIC streams reset for a `count` line over the limit.
@@ -193,6 +196,7 @@ impl Stats {
             ("quic_failed_alpn", &self.quic_failed_alpn),
             ("quic_failed_client_cert", &self.quic_failed_client_cert),
             ("quic_failed_protocol", &self.quic_failed_protocol),
+            ("quic_zero_rtt", &self.quic_zero_rtt),
             ("quic_streams", &self.quic_streams),
             ("quic_line_too_long", &self.quic_line_too_long),
             ("quic_write_stalled", &self.quic_write_stalled),
