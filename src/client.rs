@@ -427,6 +427,14 @@ impl TcpClient {
         let closed = loop {
             match stream.read(&mut junk) {
                 Ok(0) => break true,
+                // A refusal may come before anything was asked (the server
+                // refuses at accept): it is the answer, not junk.
+                Ok(n) if crate::refusal::Refusal::of(&junk[..n]).is_some() => {
+                    let refusal = crate::refusal::Refusal::of(&junk[..n]).expect("just matched");
+                    let addr = stream.peer();
+                    self.stream = None;
+                    return Err(ClientError::Refused { addr, refusal });
+                }
                 Ok(n) => tracing::warn!(bytes = n, "discarding bytes the server sent unasked"),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(e) if crate::tls::inner_error(&e).is_some() => {

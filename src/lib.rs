@@ -16,6 +16,7 @@
 //! | [`ping`] | the UDP Pinger: probes, matching replies by sequence number, counting |
 //! | [`stats`] | round-trip time statistics: min/avg/max/mdev, percentiles, jitter |
 //! | [`bench`] | the load generator: pacing, in-flight windows, reply checks, reports |
+//! | [`compare`] | the same messages over UDP, TCP, TLS and QUIC, measured side by side |
 //! | [`mmsg`] | many datagrams per system call (`recvmmsg`/`sendmmsg`) |
 //! | [`sockperf`] | the reply side of sockperf's ping-pong protocol (`--transform sockperf`) |
 //! | [`tls`] | TLS material (PEM files), client settings, one-line handshake failures |
@@ -25,6 +26,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod compare;
 pub mod io_error;
 pub mod mmsg;
 pub mod ping;

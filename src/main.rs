@@ -27,6 +27,8 @@ enum Command {
     Ping(cli::ping::Args),
     /// Load a server with requests, check every reply, measure rate and latency.
     Bench(cli::bench::Args),
+    /// The same messages over UDP, TCP, TLS and QUIC, side by side: first reply, packets, latency, loss.
+    Compare(cli::compare::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             cli::ping::run(args)
         }
         Command::Bench(args) => cli::bench::run(args),
+        Command::Compare(args) => cli::compare::run(args),
         Command::Completions { shell } => {
             let mut command = cli::settings::with_env(Cli::command());
             // Generated whole first: `generate` panics if a write fails.

@@ -276,6 +276,11 @@ impl QuicClient {
             .map_err(|e| describe(&e))
     }
 
+    /// The connection's counters: datagrams and bytes each way, frames.
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.connection.stats()
+    }
+
     /// QUIC's own estimate of the round trip (RFC 9002's smoothed RTT).
     pub fn rtt(&self) -> Duration {
         self.connection.rtt()

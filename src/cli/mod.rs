@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod compare;
 pub mod intervals;
 pub mod manpage;
 pub mod merge;
