@@ -539,6 +539,15 @@ fn quic(settings: &Settings, addr: SocketAddr, row: &mut Row) -> Result<(), Stri
         let stats = client.stats();
         (row.packets_out, row.packets_in) = (Some(stats.udp_tx.datagrams), Some(stats.udp_rx.datagrams));
         (row.bytes_out, row.bytes_in) = (Some(stats.udp_tx.bytes), Some(stats.udp_rx.bytes));
+        // A second connection resumes the session (rustls keeps its
+        // ticket in the configuration both share).
+        let again = Instant::now();
+        if let Ok(resumed) = crate::quic::QuicClient::connect(&target, &[addr], tls, settings.timeout, max).await
+            && resumed.request(&first).await.is_ok()
+        {
+            row.resumed_first_reply_ms = Some(ms(again.elapsed()));
+            resumed.close();
+        }
         let mut samples = Vec::new();
         for seq in 1..=settings.messages as u64 {
             let sent = Instant::now();

@@ -111,6 +111,7 @@ fn every_row_against_upcase() {
     assert!(tls["resumed_first_reply_ms"].as_f64().is_some(), "{tls}");
     let quic = row(&doc, "quic");
     assert!(u(quic, "packets_out") >= 2, "{quic}");
+    assert!(quic["resumed_first_reply_ms"].as_f64().is_some(), "{quic}");
     let sentences = doc["sentences"].to_string();
     assert!(sentences.contains("TCP's took"), "{sentences}");
     assert!(
