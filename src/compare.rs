@@ -112,6 +112,11 @@ pub struct Row {
     pub reordered: u64,
     /// Messages sent in all (warm and pipelined), for the loss's share.
     pub sent: u64,
+    /// QUIC: DATAGRAM frames without a reply, of `datagrams_sent` (as UDP,
+    /// unreliable; the streams' loss shows as latency instead).
+    pub datagrams_lost: Option<u64>,
+    /// QUIC: DATAGRAM frames sent, 16 in flight, for `--duration`.
+    pub datagrams_sent: Option<u64>,
     /// What the replies to two messages sent at once showed.
     pub boundaries: Option<String>,
     /// TCP against a server that closes after each reply (the textbook
@@ -228,6 +233,10 @@ fn rate(settings: &Settings, kind: Kind, addr: SocketAddr, row: &mut Row) {
             None
         },
     };
+    let datagrams = (kind == Kind::Quic).then(|| Config {
+        transport: Transport::Quic(bench::quic::Mode::Datagrams),
+        ..config.clone()
+    });
     let Ok(running) = bench::start(config) else {
         return;
     };
@@ -235,6 +244,14 @@ fn rate(settings: &Settings, kind: Kind, addr: SocketAddr, row: &mut Row) {
     row.rate_per_second = Some(results.messages_per_second);
     row.lost += results.counts.lost;
     row.sent += results.counts.sent;
+    // QUIC's unreliable half: its datagrams, lost as UDP's are.
+    if let Some(config) = datagrams
+        && let Ok(running) = bench::start(config)
+    {
+        let results = running.finish();
+        row.datagrams_lost = Some(results.counts.lost + results.counts.failed);
+        row.datagrams_sent = Some(results.counts.sent);
+    }
 }
 
 /// UDP: a datagram each way, then round trips one at a time, counting

@@ -112,6 +112,8 @@ fn every_row_against_upcase() {
     let quic = row(&doc, "quic");
     assert!(u(quic, "packets_out") >= 2, "{quic}");
     assert!(quic["resumed_first_reply_ms"].as_f64().is_some(), "{quic}");
+    assert!(u(quic, "datagrams_sent") > 0, "{quic}");
+    assert_eq!(u(quic, "datagrams_lost"), 0, "{quic}");
     let sentences = doc["sentences"].to_string();
     assert!(sentences.contains("TCP's took"), "{sentences}");
     assert!(

@@ -198,7 +198,12 @@ fn cells(row: &Row) -> Vec<String> {
         num(row.max_ms),
         row.rate_per_second
             .map_or_else(|| "-".into(), |r| format!("{r:.0}")),
-        format!("{} of {}", row.lost, row.sent),
+        match (row.datagrams_lost, row.datagrams_sent) {
+            (Some(lost), Some(sent)) => {
+                format!("{} of {} (datagrams: {lost} of {sent})", row.lost, row.sent)
+            }
+            _ => format!("{} of {}", row.lost, row.sent),
+        },
     ]
 }
 
