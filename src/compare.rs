@@ -559,7 +559,9 @@ fn quic(settings: &Settings, addr: SocketAddr, row: &mut Row) -> Result<(), Stri
         // A second connection resumes the session (rustls keeps its
         // ticket in the configuration both share).
         let again = Instant::now();
-        if let Ok(resumed) = crate::quic::QuicClient::connect(&target, &[addr], tls, settings.timeout, max).await
+        // With 0-RTT: the line goes with the resumed handshake.
+        if let Ok(resumed) =
+            crate::quic::QuicClient::connect_early(&target, &[addr], tls, settings.timeout, max).await
             && resumed.request(&first).await.is_ok()
         {
             row.resumed_first_reply_ms = Some(ms(again.elapsed()));

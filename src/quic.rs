@@ -176,6 +176,30 @@ impl QuicClient {
         timeout: Duration,
         max_reply_bytes: usize,
     ) -> Result<QuicClient, QuicError> {
+        Self::open(target, addrs, tls, timeout, max_reply_bytes, false).await
+    }
+
+    /// As [`connect`](Self::connect), but with a session ticket from an
+    /// earlier connection (the same TLS settings), returns at once with a
+    /// connection whose first requests go as 0-RTT early data.
+    pub async fn connect_early(
+        target: &str,
+        addrs: &[SocketAddr],
+        tls: &TlsConnect,
+        timeout: Duration,
+        max_reply_bytes: usize,
+    ) -> Result<QuicClient, QuicError> {
+        Self::open(target, addrs, tls, timeout, max_reply_bytes, true).await
+    }
+
+    async fn open(
+        target: &str,
+        addrs: &[SocketAddr],
+        tls: &TlsConnect,
+        timeout: Duration,
+        max_reply_bytes: usize,
+        early: bool,
+    ) -> Result<QuicClient, QuicError> {
         let config = client_config(tls).map_err(|why| QuicError::Connect {
             target: target.to_owned(),
             reasons: why,
@@ -197,6 +221,24 @@ impl QuicClient {
                     failures.push(format!("{addr}: {e}"));
                     continue;
                 }
+            };
+            // With a session ticket from an earlier connection, 0-RTT: the
+            // connection is usable at once, its first requests sent as
+            // early data (the server's reply says whether it took them).
+            let connecting = if early {
+                match connecting.into_0rtt() {
+                    Ok((connection, _accepted)) => {
+                        return Ok(QuicClient {
+                            _endpoint: endpoint,
+                            connection,
+                            timeout,
+                            max_reply_bytes,
+                        });
+                    }
+                    Err(connecting) => connecting,
+                }
+            } else {
+                connecting
             };
             match tokio::time::timeout(timeout, connecting).await {
                 Ok(Ok(connection)) => {
