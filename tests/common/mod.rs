@@ -432,7 +432,19 @@ pub fn spawn_python_server(command: Command) -> (KillOnDrop, u16) {
     (server, port)
 }
 
-fn spawn_python_server_lines(mut command: Command) -> (KillOnDrop, u16, mpsc::Receiver<String>) {
+fn spawn_python_server_lines(command: Command) -> (KillOnDrop, u16, mpsc::Receiver<String>) {
+    try_spawn_python_server_lines(command).expect("python server started")
+}
+
+/// Starts a python3 server from `command` (as [`spawn_python_server`]);
+/// `None` when it exits before printing its port (its port was taken).
+pub fn try_spawn_python_server(command: Command) -> Option<(KillOnDrop, u16)> {
+    try_spawn_python_server_lines(command).map(|(server, port, _)| (server, port))
+}
+
+fn try_spawn_python_server_lines(
+    mut command: Command,
+) -> Option<(KillOnDrop, u16, mpsc::Receiver<String>)> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -449,10 +461,15 @@ fn spawn_python_server_lines(mut command: Command) -> (KillOnDrop, u16, mpsc::Re
             }
         }
     });
-    let ready = rx.recv_timeout(PATIENCE).expect("python server started");
+    let child = KillOnDrop(child);
+    let ready = match rx.recv_timeout(PATIENCE) {
+        Ok(line) => line,
+        Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        Err(e) => panic!("python server did not start: {e}"),
+    };
     assert_eq!(ready, "The server is ready to receive");
     let port = rx.recv_timeout(PATIENCE).unwrap().parse().unwrap();
-    (KillOnDrop(child), port, rx)
+    Some((child, port, rx))
 }
 
 /// A child process killed when dropped.
