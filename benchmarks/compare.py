@@ -121,7 +121,11 @@ def upcase_quic(key):
 
 # The load a server is given when it is not the comparison's own: QUIC
 # servers take the TLS load as QUIC ("--quic" for "--tcp --tls").
+# "upcase-quic-lines" is the same server, its lines pipelined on one
+# stream per connection as over TCP ("--one-stream").
 def load_for(server, load):
+    if server == "upcase-quic-lines":
+        return load.replace("--tcp --tls", "--quic --one-stream")
     if server.startswith("upcase-quic"):
         return load.replace("--tcp --tls", "--quic")
     return load
@@ -172,6 +176,7 @@ SERVERS = {
 STACKS = {
     "upcase-tls": upcase_tls("ecdsa"),
     "upcase-quic": upcase_quic("ecdsa"),
+    "upcase-quic-lines": upcase_quic("ecdsa"),
     "upcase-tls-rsa": upcase_tls("rsa"),
     "nginx-tls": nginx_tls("ecdsa"),
     "nginx-tls-rsa": nginx_tls("rsa"),
@@ -288,6 +293,9 @@ COMPARISONS = [
     ("quic-1x32", "--tcp --tls -c 1 --pipeline 32 --size 64", [
         ("upcase-quic", "upcase-tls", ("cpu", "<=", 4.0)),
         ("upcase-quic", "upcase-tls", ("rate", None, None)),
+        # The same 32 lines in flight, on one stream instead of a stream each.
+        ("upcase-quic-lines", "upcase-tls", ("cpu", "<=", 1.3)),
+        ("upcase-quic-lines", "upcase-tls", ("rate", None, None)),
     ]),
     # The textbook client's pattern. The textbook server closes first, so
     # its client pays the teardown: its rate and CPU are context, as are the

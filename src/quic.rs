@@ -267,6 +267,19 @@ impl QuicClient {
         self.connection.remote_address()
     }
 
+    /// Opens a bidirectional stream, for lines sent one after another as
+    /// over TCP.
+    pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), QuicError> {
+        self.connection
+            .open_bi()
+            .await
+            .map_err(|e| QuicError::Stream {
+                addr: self.peer(),
+                what: "opening a stream",
+                why: describe(&e),
+            })
+    }
+
     /// Sends `message` and a newline on a stream of its own, finishes it,
     /// and returns everything the server sent back on it.
     pub async fn request(&self, message: &[u8]) -> Result<Vec<u8>, QuicError> {

@@ -290,6 +290,38 @@ fn bench_loads_streams_datagrams_and_a_connection_per_request() {
 }
 
 #[test]
+fn bench_one_stream_pipelines_lines_as_over_tcp() {
+    let pki = Pki::new("quic-bench-lines");
+    let server = quic_server(&pki, &[]);
+    let port = server.quic[0].port();
+    let ca = pki.path("ca.pem");
+    let (ok, report) = common::bench(&format!(
+        "localhost --quic --ca {ca} -p {port} -n 3000 -c 2 --pipeline 32 --one-stream"
+    ));
+    assert!(ok, "{report}");
+    let c = common::counts(&report);
+    assert_eq!(
+        (c["sent"], c["received"], c["mismatched"]),
+        (3000, 3000, 0),
+        "{report}"
+    );
+    assert!(
+        report["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("quic one stream"),
+        "{report}"
+    );
+    let (_, log) = server.stop();
+    // Every line of a connection on its one stream: 3,000 lines on two
+    // streams (the connection that checks the server before the run opens
+    // none).
+    assert_eq!(counter(&log, "quic_streams"), 2, "{log}");
+    assert_eq!(counter(&log, "quic_connections"), 3, "{log}");
+    assert_eq!(counter(&log, "quic_bytes_in"), 3000 * 64, "{log}");
+}
+
+#[test]
 #[ignore = "needs aioquic from PyPI; .ci/run installs it"]
 fn a_resumed_client_is_answered_in_its_first_flight() {
     // aioquic connects for a session ticket, then again with it, its line

@@ -317,7 +317,8 @@ pub fn start_with(config: Config, intervals: bool) -> io::Result<Running> {
     // Requests on a stream are lines; datagrams carry no newline.
     let newline = matches!(
         config.transport,
-        Transport::TcpPersistent | Transport::Quic(quic::Mode::Streams | quic::Mode::Oneshot)
+        Transport::TcpPersistent
+            | Transport::Quic(quic::Mode::Streams | quic::Mode::Oneshot | quic::Mode::Lines)
     );
     let payloads = Payloads::new(config.size, newline, config.expect).map_err(io::Error::other)?;
     // Each thread's runtime is made here, and every UDP socket opened and
@@ -429,7 +430,9 @@ fn thread_main(
                     let socket = sockets.next().expect("one socket per UDP connection");
                     tasks.spawn(udp::connection(run, index, socket))
                 }
-                Transport::TcpPersistent => tasks.spawn(tcp::persistent(run, index)),
+                Transport::TcpPersistent | Transport::Quic(quic::Mode::Lines) => {
+                    tasks.spawn(tcp::persistent(run, index))
+                }
                 Transport::TcpOneshot => tasks.spawn(tcp::oneshot(run, index)),
                 Transport::Quic(mode) => tasks.spawn(quic::connection(run, index, mode)),
             };

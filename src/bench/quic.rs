@@ -19,6 +19,9 @@ pub enum Mode {
     Oneshot,
     /// Each request as a DATAGRAM frame, on one connection.
     Datagrams,
+    /// Requests as lines on one stream, pipelined as over TCP (the TCP
+    /// load loop drives it).
+    Lines,
 }
 
 /// What one request's stream came to.
@@ -44,6 +47,19 @@ async fn connect(run: &Run) -> Result<QuicClient, QuicError> {
         max_reply,
     )
     .await
+}
+
+/// Connects and opens the one stream a [`Mode::Lines`] connection sends
+/// its lines on.
+pub(super) async fn open_lines(run: &Run) -> std::io::Result<super::conn::QuicLines> {
+    let opened = async {
+        let client = connect(run).await?;
+        let stream = tokio::time::timeout(run.config.timeout, client.open_stream())
+            .await
+            .map_err(|_| timed_out(run))??;
+        Ok::<_, QuicError>(super::conn::QuicLines::new(client, stream))
+    };
+    opened.await.map_err(std::io::Error::other)
 }
 
 /// Drives connection `index` in `mode` until its pacer is done and every

@@ -35,7 +35,12 @@ pub(super) async fn persistent(run: Arc<Run>, index: usize) -> Tally {
         if run.cancel.is_cancelled() || matches!(state.pacer.poll(Instant::now()), Next::Done) {
             break;
         }
+        let quic = run.config.transport == super::Transport::Quic(super::quic::Mode::Lines);
         let ended = match &run.config.tls {
+            Some(_) if quic => match super::quic::open_lines(&run).await {
+                Ok(stream) => Ok(session(stream, &run, &mut tally, &mut state).await),
+                Err(e) => Err(e),
+            },
             None => match connect(&run).await {
                 Ok(stream) => Ok(session(stream, &run, &mut tally, &mut state).await),
                 Err(e) => Err(e),

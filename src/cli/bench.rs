@@ -48,6 +48,10 @@ pub struct Args {
     /// QUIC only: send each request as a DATAGRAM frame (unreliable, as UDP) instead of on a stream
     #[arg(long, requires = "quic", conflicts_with = "mode")]
     datagrams: bool,
+    /// QUIC only: send each connection's requests as lines on one stream,
+    /// pipelined as over TCP (--pipeline lines in flight), instead of a stream each
+    #[arg(long, requires = "quic", conflicts_with_all = ["mode", "datagrams"])]
+    one_stream: bool,
     /// Connections (UDP: sockets; oneshot: requests at once); 1k is 1000
     #[arg(short = 'c', long, default_value_t = 1, value_parser = super::parse_usize)]
     connections: usize,
@@ -240,6 +244,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let transport = match (args.udp, args.tls.quic, args.mode) {
         (true, _, _) => Transport::Udp,
         (false, true, _) if args.datagrams => Transport::Quic(QuicMode::Datagrams),
+        (false, true, _) if args.one_stream => Transport::Quic(QuicMode::Lines),
         (false, true, Mode::Persistent) => Transport::Quic(QuicMode::Streams),
         (false, true, Mode::Oneshot) => Transport::Quic(QuicMode::Oneshot),
         (false, false, Mode::Persistent) => Transport::TcpPersistent,
@@ -612,6 +617,7 @@ fn heading(c: &Config) -> String {
         (Transport::Quic(QuicMode::Streams), _) => "quic",
         (Transport::Quic(QuicMode::Oneshot), _) => "quic oneshot",
         (Transport::Quic(QuicMode::Datagrams), _) => "quic datagrams",
+        (Transport::Quic(QuicMode::Lines), _) => "quic one stream",
         (Transport::Udp, _) => "udp",
         (Transport::TcpPersistent, false) => "tcp",
         (Transport::TcpOneshot, false) => "tcp oneshot",
