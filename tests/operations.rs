@@ -437,13 +437,38 @@ fn help_puts_the_global_options_under_their_own_heading() {
     }
 }
 
-/// Starts a server with `args`, holds a TCP connection open (so the drain
+/// A TCP connection to `addr` that sends lines and reads none of the
+/// replies until the server can write no more to it: a reply in flight
+/// that the drain after a signal waits for (an idle connection is closed
+/// at once). Bounded: 64 MiB at most.
+fn stalled_reader(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let lines = "x".repeat(1023) + "\n";
+    let chunk = lines.repeat(64);
+    let (mut sent, mut blocked) = (0, 0);
+    while blocked < 5 && sent < 64 << 20 {
+        match stream.write(chunk.as_bytes()) {
+            Ok(n) => (sent, blocked) = (sent + n, 0),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                blocked += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("sending: {e}"),
+        }
+    }
+    assert_eq!(blocked, 5, "the server read 64 MiB without stalling");
+    stream
+}
+
+/// Starts a server with `args`, holds a reply in flight (so the drain
 /// lasts), sends SIGTERM twice, and returns its status and stderr.
 fn terminate_twice(args: &[&str]) -> (std::process::ExitStatus, String) {
     let mut all = vec!["--shutdown-timeout", "20s"];
     all.extend_from_slice(args);
     let server = Server::start(&all);
-    let held = std::net::TcpStream::connect(server.tcp4()).unwrap();
+    let held = stalled_reader(server.tcp4());
     server.signal(libc::SIGTERM);
     if !args.contains(&"-q") {
         server.wait_log("shutting down: no longer accepting");
@@ -510,7 +535,7 @@ fn a_variable_that_is_no_setting_is_named_with_the_one_meant() {
     let out = run_with_input(command, b"");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("UPCASE_PORT is not a setting and is ignored; did you mean UPCASE_SERVER_PORT or UPCASE_CLIENT_PORT or UPCASE_PING_PORT or UPCASE_BENCH_PORT?"),
+        stderr.contains("UPCASE_PORT is not a setting and is ignored; did you mean UPCASE_SERVER_PORT or UPCASE_CLIENT_PORT or UPCASE_PING_PORT or UPCASE_BENCH_PORT or UPCASE_COMPARE_PORT?"),
         "{stderr}"
     );
 }
