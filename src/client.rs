@@ -457,6 +457,13 @@ impl TcpClient {
         if !matches!(self.stream, Some(Stream::Plain(_))) || self.server_closed().ok()? {
             return None;
         }
+        // The textbook server's close comes just after its reply: wait a
+        // moment for it (a tenth of the timeout, at most 100 ms, once per
+        // run) rather than stream lines into a connection it is closing.
+        let wait = (self.timeout / 10).min(Duration::from_millis(100));
+        if self.closes_within(wait) {
+            return None;
+        }
         // A clone of the descriptor: `Stream` closes TLS sessions when
         // dropped, so its socket cannot be moved out.
         match &self.stream {
@@ -523,10 +530,15 @@ impl TcpClient {
     /// second at most): after a refusal line it does; a server that only
     /// echoed the same words keeps it open.
     fn closes_soon(&mut self) -> bool {
+        self.closes_within(self.timeout.min(Duration::from_secs(1)))
+    }
+
+    /// Whether the server closes the connection within `wait` (data
+    /// arriving instead means it keeps it open).
+    fn closes_within(&mut self, wait: Duration) -> bool {
         let Some(stream) = &self.stream else {
             return true;
         };
-        let wait = self.timeout.min(Duration::from_secs(1));
         let _ = stream.tcp().set_read_timeout(Some(wait));
         let mut byte = [0u8; 1];
         let closed = match stream.tcp().peek(&mut byte) {
