@@ -154,16 +154,14 @@ fn certificate_reason(text: &str) -> String {
         )
 }
 
-/// The name of a TLS alert (RFC 8446, 6), for those a client meets.
+/// A TLS alert's name, with what to do for those the client can act on.
 fn alert_name(alert: u64) -> String {
     match alert {
-        40 => "handshake_failure".into(),
-        42 => "bad_certificate".into(),
-        46 => "certificate_unknown".into(),
-        48 => "unknown_ca".into(),
         116 => "certificate_required (the server asks for --cert and --key)".into(),
         120 => "no_application_protocol (the server does not speak upcase's ALPN)".into(),
-        other => format!("alert {other}"),
+        other => {
+            u8::try_from(other).map_or_else(|_| format!("alert {other}"), crate::tls::alert_name)
+        }
     }
 }
 

@@ -415,15 +415,69 @@ pub fn describe_error(e: &rustls::Error) -> String {
             "the private key and the certificate could not be checked against each other".into()
         }
         Error::NoCertificatesPresented => "the peer showed no certificate".into(),
-        Error::AlertReceived(alert) => format!("the peer sent a {alert:?} alert"),
+        Error::AlertReceived(alert) => {
+            format!("the peer sent TLS alert {}", alert_name(u8::from(*alert)))
+        }
         Error::InvalidMessage(_)
         | Error::InappropriateMessage { .. }
         | Error::InappropriateHandshakeMessage { .. } => {
             "the peer does not speak TLS (or not this TLS)".into()
         }
-        Error::PeerIncompatible(why) => format!("the peer is incompatible: {why:?}"),
+        Error::PeerIncompatible(why) => {
+            format!("the peer is incompatible: {}", words(&format!("{why:?}")))
+        }
         other => other.to_string(),
     }
+}
+
+/// A TLS alert's name as RFC 8446 (6) spells it.
+pub fn alert_name(alert: u8) -> String {
+    let name = match alert {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        113 => "bad_certificate_status_response",
+        115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        other => return format!("alert {other}"),
+    };
+    name.to_owned()
+}
+
+/// A rustls enum variant's name (its `Debug` text, any fields dropped) as
+/// lower-case words: `NoCipherSuitesInCommon` is "no cipher suites in
+/// common". rustls gives these no text of their own.
+fn words(variant: &str) -> String {
+    let name = variant.split(['(', ' ', '{']).next().unwrap_or(variant);
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, c) in name.char_indices() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// Why a client's handshake failed, in one line: the certificate's fault
@@ -469,6 +523,18 @@ pub fn describe_client_failure(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rustls_errors_are_told_in_words_not_debug_text() {
+        use rustls::{AlertDescription, Error, PeerIncompatible};
+        let alert = describe_error(&Error::AlertReceived(AlertDescription::UnknownCA));
+        assert_eq!(alert, "the peer sent TLS alert unknown_ca");
+        let why = describe_error(&Error::PeerIncompatible(
+            PeerIncompatible::NoCipherSuitesInCommon,
+        ));
+        assert_eq!(why, "the peer is incompatible: no cipher suites in common");
+        assert_eq!(alert_name(200), "alert 200");
+    }
 
     fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("upcase-tls-{}", std::process::id()));

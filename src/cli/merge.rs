@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| refuse("the counts add up to more than 2^64 samples".into()))?;
             total
                 .add(&interval.histogram)
-                .map_err(|e| refuse(format!("an interval that cannot be added: {e:?}")))?;
+                .map_err(|e| refuse(format!("an interval that cannot be added: {e}")))?;
             input.intervals += 1;
             input.count += line_count;
             let end = interval.start + interval.length;
