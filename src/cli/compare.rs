@@ -275,7 +275,7 @@ fn sentences(rows: &[Row]) -> Vec<String> {
         .filter_map(|r| {
             let ms = r.first_reply_ms?;
             Some(format!(
-                "{} {ms:.3} ms in {} packets out and {} in",
+                "{} {ms:.3} ms, packets {} out and {} in",
                 r.transport.to_uppercase(),
                 int(r.packets_out),
                 int(r.packets_in)
