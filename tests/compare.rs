@@ -196,10 +196,21 @@ fn a_transport_that_does_not_answer_gets_a_row_saying_so() {
     let tcp = row(&doc, "tcp");
     assert_eq!(tcp["answered"], false);
     assert!(tcp["note"].as_str().unwrap().contains("refused"), "{tcp}");
-    // None answering: exit 1.
+    let sentences = doc["sentences"].to_string();
+    assert!(
+        sentences.contains("No message went unanswered over the transports that answered."),
+        "{sentences}"
+    );
+    // None answering: exit 1, and no sentence claims a message answered.
     let nothing = common::free_port().to_string();
-    let (code, _) = compare(&["127.0.0.1", "-p", &nothing, "--transports", "tcp"]);
+    let (code, doc) = compare(&["127.0.0.1", "-p", &nothing, "--transports", "tcp"]);
     assert_eq!(code, Some(1));
+    let sentences = doc["sentences"].to_string();
+    assert!(
+        sentences.contains("No transport answered: nothing was measured."),
+        "{sentences}"
+    );
+    assert!(!sentences.contains("went unanswered"), "{sentences}");
 }
 
 #[test]

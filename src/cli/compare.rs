@@ -322,7 +322,12 @@ fn sentences(rows: &[Row]) -> Vec<String> {
         ));
     }
     let lossy: Vec<&Row> = rows.iter().filter(|r| r.answered && r.lost > 0).collect();
-    if lossy.is_empty() {
+    let answered = rows.iter().filter(|r| r.answered).count();
+    if answered == 0 {
+        out.push("No transport answered: nothing was measured.".into());
+    } else if lossy.is_empty() && answered < rows.len() {
+        out.push("No message went unanswered over the transports that answered.".into());
+    } else if lossy.is_empty() {
         out.push("No message went unanswered over any transport.".into());
     } else {
         let said: Vec<String> = lossy
